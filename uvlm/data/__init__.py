@@ -1,0 +1,1 @@
+"""U-VLM pipeline."""
