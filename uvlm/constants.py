@@ -1,0 +1,44 @@
+"""Dataset constants that several modules share (single source of truth, no logic)."""
+
+# CT-RATE multi_abnormality_labels column order (REFERENCE.md section 1).
+CT_RATE_LABELS: tuple[str, ...] = (
+    "Medical material",
+    "Arterial wall calcification",
+    "Cardiomegaly",
+    "Pericardial effusion",
+    "Coronary artery wall calcification",
+    "Hiatal hernia",
+    "Lymphadenopathy",
+    "Emphysema",
+    "Atelectasis",
+    "Lung nodule",
+    "Lung opacity",
+    "Pulmonary fibrotic sequela",
+    "Pleural effusion",
+    "Mosaic attenuation pattern",
+    "Peribronchial thickening",
+    "Consolidation",
+    "Bronchiectasis",
+    "Interlobular septal thickening",
+)
+
+# ReXGroundingCT finding categories: code -> name.
+REXGROUNDING_CATEGORIES: dict[str, str] = {
+    "1a": "bronchial_wall_thickening",
+    "1b": "bronchiectasis",
+    "1c": "emphysema",
+    "1d": "septal_thickening",
+    "1e": "micronodules",
+    "1f": "other_nonfocal",
+    "2a": "linear_opacity",
+    "2b": "atelectasis_consolidation",
+    "2c": "ground_glass_opacity",
+    "2d": "nodule_mass",
+    "2e": "pleural_effusion_thickening",
+    "2f": "honeycombing",
+    "2g": "pneumothorax",
+    "2h": "other_focal",
+}
+
+# The literal text CT-RATE stores in empty report fields.
+NOT_GIVEN = "Not given."
