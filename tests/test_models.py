@@ -1,0 +1,251 @@
+"""Model parts: hybrid mask, KV cache, multi-layer injection, alignment, Stage 2 head.
+
+Tiny real ResEnc encoder: 4 stages [4, 8, 16, 16], input (1, 16, 32, 32) -> deepest 16 x 2x4x4 = 32 tokens.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from uvlm.models.cls_head import ClsHeadConfig, QueryClassificationHead, Stage2Classifier
+from uvlm.models.decoder import Decoder, DecoderConfig, hybrid_attention_mask
+from uvlm.models.injection import InjectionConfig, VisualInjector, align_to_reference
+from uvlm.models.report_model import ReportGenerator, ReportModelConfig
+
+torch.set_num_threads(1)
+
+FEATURES = [4, 8, 16, 16]
+SHAPE = (16, 32, 32)
+N_VIS = 2 * 4 * 4
+
+
+def tiny_encoder() -> nn.Module:
+    net = ResidualEncoderUNet(
+        input_channels=1, n_stages=4, features_per_stage=FEATURES, conv_op=nn.Conv3d, kernel_sizes=3,
+        strides=[1, 2, 2, 2], n_blocks_per_stage=[1, 1, 1, 1], num_classes=2, n_conv_per_stage_decoder=1,
+        conv_bias=True, norm_op=nn.InstanceNorm3d, norm_op_kwargs={"affine": True, "eps": 1e-5},
+        nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True},
+    )
+    return net.encoder
+
+
+def tiny_generator(mapping: dict[int, int] | None = None, mode: str = "multi_layer", seed: int = 0,
+                   freeze: bool = True) -> ReportGenerator:
+    torch.manual_seed(seed)
+    dec = DecoderConfig(vocab_size=40, dim=32, n_layers=3, n_heads=4, max_seq_len=64)
+    inj = InjectionConfig(stage_channels=FEATURES, lm_dim=32, stage_to_layer=mapping, mode=mode)
+    cfg = ReportModelConfig(decoder=dec, injection=inj, n_visual_tokens=N_VIS, freeze_encoder=freeze)
+    model = ReportGenerator(cfg, tiny_encoder()).eval()
+    with torch.no_grad():  # GPT init repeats the last token greedily; larger weights give varied output
+        g = torch.Generator().manual_seed(seed + 3)
+        for name, p in model.named_parameters():
+            if not name.startswith("encoder"):
+                p.add_(torch.randn(p.shape, generator=g) * 0.5)
+    return model
+
+
+def images(b: int = 2) -> torch.Tensor:
+    return torch.randn(b, 1, *SHAPE, generator=torch.Generator().manual_seed(1))
+
+
+# ----------------------------------------------------------------------------- hybrid mask
+def test_hybrid_mask_exact() -> None:
+    expected = torch.tensor(
+        [
+            [1, 1, 1, 0, 0, 0],  # vision_start: whole vision block, no text
+            [1, 1, 1, 0, 0, 0],  # visual token
+            [1, 1, 1, 0, 0, 0],  # vision_end
+            [1, 1, 1, 1, 0, 0],  # bos
+            [1, 1, 1, 1, 1, 0],
+            [1, 1, 1, 1, 1, 1],
+        ],
+        dtype=torch.bool,
+    )
+    got = hybrid_attention_mask(3, 3)
+    assert got.dtype == torch.bool
+    assert torch.equal(got, expected)
+
+
+# ----------------------------------------------------------------------------- alignment
+def test_align_pools_larger_stage() -> None:
+    feat = torch.randn(2, 5, 4, 8, 8)  # 256 tokens = 8 x reference
+    got = align_to_reference(feat, (2, 4, 4))
+    ref = F.adaptive_avg_pool3d(feat, (2, 4, 4)).reshape(2, 5, 32).permute(0, 2, 1)
+    assert got.shape == (2, 32, 5)
+    torch.testing.assert_close(got, ref)
+    manual = feat.reshape(2, 5, 2, 2, 4, 2, 4, 2).mean(dim=(3, 5, 7)).reshape(2, 5, 32).permute(0, 2, 1)
+    torch.testing.assert_close(got, manual)  # 2x2x2 block means, independently
+
+
+def test_align_zero_pads_smaller_stage() -> None:
+    feat = torch.randn(2, 5, 1, 2, 2)  # 4 tokens < 32
+    got = align_to_reference(feat, (2, 4, 4))
+    assert got.shape == (2, 32, 5)
+    torch.testing.assert_close(got[:, :4], feat.reshape(2, 5, 4).permute(0, 2, 1))
+    assert torch.count_nonzero(got[:, 4:]) == 0
+
+
+def test_default_and_input_only_mappings() -> None:
+    cfg = InjectionConfig(stage_channels=[32, 64, 128, 256, 320, 320], lm_dim=512)
+    assert cfg.resolve(8) == {5: 0, 4: 1, 3: 2, 2: 3, 1: 4, 0: 5}
+    assert cfg.resolve(3) == {5: 0, 4: 1, 3: 2}
+    only = InjectionConfig(stage_channels=[32, 64, 128, 256, 320, 320], lm_dim=512, mode="input_only")
+    assert only.resolve(8) == {5: 0}
+    explicit = InjectionConfig(stage_channels=[4, 8, 16], lm_dim=8, stage_to_layer={-1: 0, 0: 1})
+    assert explicit.resolve(2) == {2: 0, 0: 1}
+    with pytest.raises(ValueError):
+        explicit.resolve(1)
+
+
+def test_injector_sums_stages_on_same_layer() -> None:
+    torch.manual_seed(0)
+    inj = VisualInjector(InjectionConfig(stage_channels=[4, 8], lm_dim=6, stage_to_layer={0: 1, 1: 1}), 2)
+    skips = [torch.randn(1, 4, 4, 4, 4), torch.randn(1, 8, 2, 2, 2)]
+    out = inj(skips)
+    assert list(out) == [1] and out[1].shape == (1, 8, 6)
+    expect = inj.proj["0"](align_to_reference(skips[0], (2, 2, 2))) + inj.proj["1"](
+        align_to_reference(skips[1], (2, 2, 2)))
+    torch.testing.assert_close(out[1], expect)
+
+
+# ----------------------------------------------------------------------------- injection
+def _block_inputs(dec: Decoder, run) -> list[torch.Tensor]:
+    seen: list[torch.Tensor] = []
+    hooks = [b.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+             for b in dec.blocks]
+    try:
+        run()
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def test_decoder_injection_only_visual_positions_and_mapped_layers() -> None:
+    torch.manual_seed(0)
+    dec = Decoder(DecoderConfig(vocab_size=20, dim=16, n_layers=3, n_heads=2, max_seq_len=32)).eval()
+    n_vis, n_text = 6, 4  # vision block = start, 4 visual, end
+    x = torch.randn(2, n_vis + n_text, 16)
+    mask = hybrid_attention_mask(n_vis, n_text)
+    vis = slice(1, 5)
+    add = torch.randn(2, 4, 16)
+    base = _block_inputs(dec, lambda: dec(x, mask))
+    inj = _block_inputs(dec, lambda: dec(x, mask, {2: add}, vis))
+    assert torch.equal(inj[0], base[0]) and torch.equal(inj[1], base[1])  # layers 0, 1 receive nothing
+    diff = inj[2] - base[2]
+    torch.testing.assert_close(diff[:, vis], add)
+    assert torch.count_nonzero(diff[:, :1]) == 0 and torch.count_nonzero(diff[:, 5:]) == 0  # markers, text
+
+
+def test_generator_injects_at_mapped_layers_only() -> None:
+    model = tiny_generator(mapping={3: 0, 2: 2})  # layer 1 not mapped
+    imgs = images()
+    ids = torch.tensor([[2, 7, 8, 9], [2, 10, 11, 3]])
+    injected = model.encode(imgs)
+    assert sorted(injected) == [0, 2] and injected[0].shape == (2, N_VIS, 32)
+    seen = _block_inputs(model.decoder, lambda: model(imgs, ids))
+    emb = model.decoder.tok_emb
+    # layer 0 input: raw embeddings at markers and text, placeholder + stage 3 at visual positions
+    torch.testing.assert_close(seen[0][:, 0], emb.weight[model.config.vision_start_id].expand(2, -1))
+    torch.testing.assert_close(seen[0][:, N_VIS + 1], emb.weight[model.config.vision_end_id].expand(2, -1))
+    torch.testing.assert_close(seen[0][:, N_VIS + 2:], emb(ids))
+    torch.testing.assert_close(seen[0][:, 1:N_VIS + 1], model.visual_embed + injected[0])
+    # with the injected features zeroed, layer 2's input differs only at visual positions
+    zero = {0: injected[0], 2: torch.zeros_like(injected[2])}
+    x, mask = model._inputs(ids, None)
+    plain = _block_inputs(model.decoder, lambda: model.decoder(x, mask, zero, model.vis_slice))
+    diff = seen[2] - plain[2]
+    torch.testing.assert_close(diff[:, 1:N_VIS + 1], injected[2])
+    assert torch.count_nonzero(diff[:, :1]) == 0 and torch.count_nonzero(diff[:, N_VIS + 1:]) == 0
+
+
+# ----------------------------------------------------------------------------- KV cache, generate
+def test_generate_cache_matches_full_recompute() -> None:
+    model = tiny_generator()
+    imgs = images()
+    a = model.generate(imgs, max_new_tokens=12, use_cache=True)
+    b = model.generate(imgs, max_new_tokens=12, use_cache=False)
+    assert a == b and all(len(r) == 12 for r in a) and a[0] != a[1]
+    # EOS handling: declare EOS the first token that row 0 emits for the first time at step >= 2
+    k = next(i for i in range(2, 12) if a[0][i] not in a[0][:i])
+    eos = a[0][k]
+    model.config.eos_id = eos
+    a2 = model.generate(imgs, max_new_tokens=12, use_cache=True)
+    b2 = model.generate(imgs, max_new_tokens=12, use_cache=False)
+    assert a2 == b2
+    assert a2[0] == a[0][:k] and len(a2[0]) < len(a2[1])  # row 0 stops, row 1 goes on
+    assert a2[1] == (a[1][: a[1].index(eos)] if eos in a[1] else a[1])
+
+
+def test_cached_step_logits_equal_full_logits() -> None:
+    model = tiny_generator()
+    imgs = images()
+    gen = model.generate(imgs, max_new_tokens=8)
+    ids = torch.tensor([[model.config.bos_id, *g] for g in gen])  # (2, 9)
+    with torch.no_grad():
+        full = model(imgs, ids, attention_mask=torch.ones_like(ids))  # (2, 9, V)
+        logits, cache = model.prefill(imgs, ids[:, :1], max_len=model.n_vision_block + ids.shape[1])
+        steps = [logits[:, -1]]
+        for t in range(1, ids.shape[1]):
+            steps.append(model.decode_step(ids[:, t:t + 1], cache))
+    torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-5)
+    assert cache.length == model.n_vision_block + ids.shape[1]
+
+
+def test_loss_ignores_pad_and_freezes_encoder() -> None:
+    model = tiny_generator().train()
+    imgs = images()
+    ids = torch.tensor([[2, 7, 8, 9, 3], [2, 10, 3, 0, 0]])
+    loss = model.loss(imgs, ids)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert model.injector.proj["3"].weight.grad is not None and model.visual_embed.grad is not None
+    assert not model.encoder.training
+    # right padding does not change the real tokens' logits
+    with torch.no_grad():
+        padded = model(imgs[1:], ids[1:])[:, :3]
+        short = model(imgs[1:], ids[1:, :3])
+    torch.testing.assert_close(padded, short, atol=1e-5, rtol=1e-5)
+
+
+def test_wrong_input_size_is_refused() -> None:
+    model = tiny_generator()
+    with pytest.raises(ValueError, match="n_visual_tokens"):
+        model.encode(torch.randn(1, 1, 16, 16, 16))
+
+
+def test_state_dict_saves_with_safetensors(tmp_path) -> None:
+    model = tiny_generator()
+    save_file(model.state_dict(), str(tmp_path / "model.safetensors"))  # fails on aliased tensors
+    again = tiny_generator(seed=1)
+    again.load_state_dict(load_file(str(tmp_path / "model.safetensors")), strict=True)
+    ids = torch.tensor([[2, 7, 8]])
+    with torch.no_grad():
+        torch.testing.assert_close(again(images(1), ids), model(images(1), ids))
+
+
+def test_config_round_trip() -> None:
+    cfg = tiny_generator(mapping={3: 0, 2: 2}).config
+    again = ReportModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+
+
+# ----------------------------------------------------------------------------- Stage 2 head
+def test_cls_head_shape_and_gradients() -> None:
+    torch.manual_seed(0)
+    head = QueryClassificationHead(ClsHeadConfig(in_channels=16, num_classes=5))
+    model = Stage2Classifier(tiny_encoder(), head)
+    logits = model(images())
+    assert logits.shape == (2, 5)
+    F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)).backward()
+    assert head.queries.grad is not None and head.queries.grad.abs().sum() > 0
+    first_conv = next(p for p in model.encoder.parameters() if p.dim() == 5)
+    assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0

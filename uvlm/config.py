@@ -1,0 +1,47 @@
+"""Load and validate the pipeline configuration (one YAML file, checked against one JSON schema)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key."""
+
+
+def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Validate against the schema and the cross-key rules the schema cannot express."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    try:
+        jsonschema.validate(cfg, schema)
+    except jsonschema.ValidationError as err:
+        where = "/".join(str(p) for p in err.absolute_path) or "<top>"
+        raise ConfigError(f"config key '{where}': {err.message}") from None
+    unknown = [name for name in cfg["run"] if name not in cfg["experiments"]]
+    if unknown:
+        raise ConfigError(f"config key 'run' names unknown experiments: {unknown}")
+    enc = cfg["encoder"]
+    n = len(enc["features_per_stage"])
+    if len(enc["strides"]) != n or len(enc["n_blocks_per_stage"]) != n:
+        raise ConfigError("config key 'encoder': features_per_stage, strides and n_blocks_per_stage differ in length")
+    if len(enc["n_conv_per_stage_decoder"]) != n - 1:
+        raise ConfigError("config key 'encoder/n_conv_per_stage_decoder' needs one entry per stage but the first")
+    for exp_name, exp in cfg["experiments"].items():
+        if exp["seg"] is not None and exp["seg"] not in cfg["stage1"]["dataset_ids"]:
+            raise ConfigError(f"experiment '{exp_name}': no stage1/dataset_ids entry for granularity {exp['seg']}")
+    return cfg
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a YAML config, apply top-level overrides, validate, and return it as a plain dict."""
+    cfg = yaml.safe_load(Path(path).read_text())
+    cfg.update(overrides or {})
+    return validate_config(cfg)

@@ -1,0 +1,67 @@
+"""The manifest: one row per volume, the hand-over from ingest to every later step.
+
+Columns (validated by `validate_manifest`):
+  volume_name        str   CT-RATE VolumeName without ".nii.gz", e.g. "train_12_a_1"
+  split              str   "train" or "valid" (CT-RATE's split is by patient)
+  patient_id         str   e.g. "train_12"; a patient never appears in two splits
+  scan_id            str   e.g. "train_12_a"
+  reconstruction     int   the last name part
+  image_path         str   absolute path of the volume, "" when the file is missing
+  image_exists       bool  whether the file was found under dataset/
+  clinical_information, technique, findings, impressions   str ("" where CT-RATE says "Not given.")
+  report_text        str   "Findings: {findings} Impressions: {impressions}" (the authors' target text)
+  xy_spacing, z_spacing, rescale_intercept, rescale_slope   float (NaN when metadata is absent)
+  anatomy_path       str   anatomy label map for this volume, "" if none
+  lesion_mask_path   str   ReXGroundingCT-style mask (.npz), "" if none
+  lesion_categories  str   JSON list of the mask channels' category codes, "[]" if none
+  labels_known       bool  whether the 18 CT-RATE labels were given
+  <18 label columns> int8  CT-RATE label names (uvlm.constants.CT_RATE_LABELS), 0/1 (0 if unknown)
+  shard              int   index of the shard this volume belongs to (shard_size volumes per shard)
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from uvlm.constants import CT_RATE_LABELS
+
+STRING_COLUMNS = (
+    "volume_name", "split", "patient_id", "scan_id", "image_path", "clinical_information", "technique",
+    "findings", "impressions", "report_text", "anatomy_path", "lesion_mask_path", "lesion_categories",
+)
+FLOAT_COLUMNS = ("xy_spacing", "z_spacing", "rescale_intercept", "rescale_slope")
+COLUMNS = (*STRING_COLUMNS, "reconstruction", "image_exists", *FLOAT_COLUMNS, "labels_known",
+           *CT_RATE_LABELS, "shard")
+
+
+class ManifestError(ValueError):
+    """The manifest violates its schema; the message names the column or the volumes."""
+
+
+def validate_manifest(df: pd.DataFrame) -> pd.DataFrame:
+    """Check columns, types and the split-by-patient invariant; return the frame unchanged."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ManifestError(f"manifest lacks columns {missing}")
+    dupes = df["volume_name"][df["volume_name"].duplicated()].tolist()
+    if dupes:
+        raise ManifestError(f"manifest has duplicate volumes: {dupes[:5]}")
+    bad_split = sorted(set(df["split"]) - {"train", "valid"})
+    if bad_split:
+        raise ManifestError(f"manifest has unknown splits {bad_split}")
+    splits_per_patient = df.groupby("patient_id")["split"].nunique()
+    leaked = splits_per_patient[splits_per_patient > 1].index.tolist()
+    if leaked:
+        raise ManifestError(f"patients in more than one split: {leaked[:5]}")
+    for col in CT_RATE_LABELS:
+        if not df[col].isin([0, 1]).all():
+            raise ManifestError(f"label column '{col}' holds values other than 0/1")
+    return df
+
+
+def n_shards(df: pd.DataFrame) -> int:
+    return int(df["shard"].max()) + 1 if len(df) else 0
+
+
+def shard_rows(df: pd.DataFrame, shard: int) -> pd.DataFrame:
+    return df[df["shard"] == shard]

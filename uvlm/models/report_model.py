@@ -1,0 +1,188 @@
+"""Stage 3 report generator: encoder -> multi-layer visual injection -> language decoder.
+
+Sequence layout (positions along the decoder's time axis):
+
+    0            1 .. N                N+1          N+2   N+3 ...
+    vision_start visual placeholders   vision_end | bos   text ... eos  pad ...
+    \\_______ vision block (N + 2), bidirectional ______/ \\__ text, causal ________/
+
+The visual positions hold a learned per-position placeholder (a learned position code for the
+3D token grid, row-major D, H, W); the encoder content arrives only through injection, which
+adds projected stage features at positions 1..N at the input of the mapped decoder layers.
+``input_ids`` always means the text part: [bos, text..., eos, pad...], right-padded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from uvlm.models.decoder import Decoder, DecoderConfig, KVCache, hybrid_attention_mask
+from uvlm.models.injection import InjectionConfig, VisualInjector
+
+
+@dataclass
+class ReportModelConfig:
+    decoder: DecoderConfig
+    injection: InjectionConfig
+    n_visual_tokens: int  # D*H*W of the reference stage at the configured input size (384 at paper scale)
+    freeze_encoder: bool = True
+    # Special ids; defaults are what ``uvlm.text.tokenizer.train_bpe`` assigns (SpecialIds.from_tokenizer).
+    vision_start_id: int = 4
+    vision_end_id: int = 5
+    bos_id: int = 2
+    eos_id: int = 3
+    pad_id: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (stored next to model.safetensors as config.json)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ReportModelConfig:
+        d = dict(d)
+        inj = dict(d.pop("injection"))
+        if inj.get("stage_to_layer") is not None:  # JSON turns int keys into strings
+            inj["stage_to_layer"] = {int(k): int(v) for k, v in inj["stage_to_layer"].items()}
+        return cls(decoder=DecoderConfig(**d.pop("decoder")), injection=InjectionConfig(**inj), **d)
+
+
+class ReportGenerator(nn.Module):
+    """encoder (e.g. ``ResidualEncoderUNet(...).encoder``) + VisualInjector + Decoder."""
+
+    def __init__(self, config: ReportModelConfig, encoder: nn.Module) -> None:
+        super().__init__()
+        if config.injection.lm_dim != config.decoder.dim:
+            raise ValueError(f"injection.lm_dim {config.injection.lm_dim} != decoder.dim {config.decoder.dim}")
+        self.config = config
+        self.encoder = encoder
+        self.injector = VisualInjector(config.injection, config.decoder.n_layers)
+        self.decoder = Decoder(config.decoder)
+        self.visual_embed = nn.Parameter(torch.randn(config.n_visual_tokens, config.decoder.dim) * 0.02)
+        if config.freeze_encoder:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+    @property
+    def n_vision_block(self) -> int:
+        """vision_start + N visual tokens + vision_end."""
+        return self.config.n_visual_tokens + 2
+
+    @property
+    def vis_slice(self) -> slice:
+        return slice(1, 1 + self.config.n_visual_tokens)
+
+    def train(self, mode: bool = True) -> ReportGenerator:
+        super().train(mode)
+        if self.config.freeze_encoder:  # a frozen encoder stays in eval mode
+            self.encoder.eval()
+        return self
+
+    def encode(self, images: Tensor) -> dict[int, Tensor]:
+        """images: (B, 1, D, H, W) -> {decoder layer: (B, N, dim)} to inject."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_encoder):
+            skips = self.encoder(images)  # shallow -> deep, (B, C_s, D_s, H_s, W_s)
+        ref = skips[self.injector.ref_stage]
+        n_ref = ref.shape[2] * ref.shape[3] * ref.shape[4]
+        if n_ref != self.config.n_visual_tokens:
+            raise ValueError(
+                f"reference stage has {n_ref} tokens {tuple(ref.shape[2:])}, "
+                f"config.n_visual_tokens = {self.config.n_visual_tokens}: input size does not match the config"
+            )
+        return self.injector(skips)
+
+    def _vision_block(self, batch: int) -> Tensor:
+        """(B, N + 2, dim): [vision_start, placeholders, vision_end] embeddings."""
+        emb = self.decoder.tok_emb
+        ids = torch.tensor([self.config.vision_start_id, self.config.vision_end_id], device=emb.weight.device)
+        marks = emb(ids)  # (2, dim)
+        block = torch.cat([marks[:1], self.visual_embed.to(marks.dtype), marks[1:]], dim=0)  # (N+2, dim)
+        return block.unsqueeze(0).expand(batch, -1, -1)
+
+    def _inputs(self, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Embeddings (B, L, dim) and bool mask (L, L) or (B, 1, L, L) for vision block + text."""
+        b, t = input_ids.shape
+        nv = self.n_vision_block
+        x = torch.cat([self._vision_block(b), self.decoder.tok_emb(input_ids)], dim=1)  # (B, nv+T, dim)
+        mask = hybrid_attention_mask(nv, t, device=input_ids.device)  # (L, L)
+        if attention_mask is not None and not bool(attention_mask.all()):
+            # Key padding on top of the hybrid mask. With right padding this changes nothing for
+            # real tokens (causality already hides later pads); it matters only for left padding.
+            keys = torch.cat([attention_mask.new_ones(b, nv, dtype=torch.bool), attention_mask.bool()], 1)
+            mask = mask & keys[:, None, None, :]  # (B, 1, L, L); vision keys keep every row non-empty
+        return x, mask
+
+    def _text_logits(self, injected: dict[int, Tensor], input_ids: Tensor,
+                     attention_mask: Tensor | None = None) -> Tensor:
+        x, mask = self._inputs(input_ids, attention_mask)
+        h = self.decoder(x, mask, injected, self.vis_slice)  # (B, L, dim)
+        return self.decoder.lm_head(h[:, self.n_vision_block:])  # (B, T, V)
+
+    def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Logits (B, T, V) at the text positions; logits[:, t] predict input_ids[:, t + 1].
+
+        input_ids: (B, T) = [bos, text..., eos, pad...]; attention_mask: (B, T), 1 = real token,
+        default ``input_ids != pad_id``.
+        """
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_id
+        return self._text_logits(self.encode(images), input_ids, attention_mask)
+
+    def loss(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Mean next-token cross-entropy over real text targets (pads ignored, bos never a target)."""
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_id
+        logits = self(images, input_ids, attention_mask)  # (B, T, V)
+        targets = input_ids[:, 1:].masked_fill(~attention_mask[:, 1:].bool(), -100)  # (B, T-1)
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+
+    # ---------------------------------------------------------------- incremental decoding
+    def prefill(self, images: Tensor, prompt_ids: Tensor, max_len: int) -> tuple[Tensor, KVCache]:
+        """Run [vision block + prompt_ids (B, T)] with the hybrid mask into a fresh KV cache
+        of ``max_len`` positions; returns prompt logits (B, T, V) and the cache."""
+        injected = self.encode(images)
+        x, mask = self._inputs(prompt_ids, None)
+        cache = KVCache(self.config.decoder, x.shape[0], max_len, x.device, x.dtype)
+        h = self.decoder(x, mask, injected, self.vis_slice, cache=cache)
+        return self.decoder.lm_head(h[:, self.n_vision_block:]), cache
+
+    def decode_step(self, token_ids: Tensor, cache: KVCache) -> Tensor:
+        """token_ids: (B, 1), the newest token; attends to the whole cache. Returns logits (B, V)."""
+        h = self.decoder(self.decoder.tok_emb(token_ids), None, cache=cache)  # (B, 1, dim)
+        return self.decoder.lm_head(h[:, -1])
+
+    @torch.no_grad()
+    def generate(self, images: Tensor, max_new_tokens: int, use_cache: bool = True) -> list[list[int]]:
+        """Greedy decoding after [vision block, bos]. Returns per image the generated ids without
+        bos and eos, cut at the first eos. Call ``model.eval()`` first if dropout > 0.
+        ``use_cache=False`` recomputes the full sequence each step (reference for tests)."""
+        cfg = self.config
+        b = images.shape[0]
+        ids = torch.full((b, 1), cfg.bos_id, dtype=torch.long, device=images.device)  # (B, 1)
+        if use_cache:
+            logits, cache = self.prefill(images, ids, max_len=self.n_vision_block + max_new_tokens)
+        else:
+            injected = self.encode(images)
+            logits = self._text_logits(injected, ids)
+        logits = logits[:, -1]  # (B, V)
+        done = torch.zeros(b, dtype=torch.bool, device=images.device)
+        steps: list[Tensor] = []
+        for step in range(max_new_tokens):
+            nxt = torch.where(done, cfg.pad_id, logits.argmax(-1))  # (B,); finished rows emit pad
+            steps.append(nxt)
+            done |= nxt == cfg.eos_id
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            if use_cache:
+                logits = self.decode_step(nxt[:, None], cache)
+            else:
+                ids = torch.cat([ids, nxt[:, None]], dim=1)  # (B, T+1)
+                logits = self._text_logits(injected, ids)[:, -1]
+        out: list[list[int]] = []
+        for row in (torch.stack(steps, 1).tolist() if steps else [[] for _ in range(b)]):
+            out.append(row[: row.index(cfg.eos_id)] if cfg.eos_id in row else row)
+        return out

@@ -1,0 +1,98 @@
+"""Whole-volume preprocessing for Stages 2 and 3: orientation, HU sanity, resampling, normalisation.
+
+Output arrays are (D, H, W) float16, z-scored per volume after HU clipping, on a fixed grid that
+covers the whole field of view (the paper resizes every volume to 192 x 256 x 256).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from uvlm.io import VolumeError, read_image, save_npy
+from uvlm.shards import run_shard
+
+AIR_HU = -1000.0
+
+
+def harmonize_hu(arr: np.ndarray, intercept: float, slope: float, case: str) -> tuple[np.ndarray, str]:
+    """Return HU values and the correction applied, judged from the data, not the metadata.
+
+    CT-RATE's *_fixed volumes already hold HU; applying RescaleIntercept/Slope again double-rescales
+    them. We pick whichever of {as stored, rescaled, un-rescaled} puts air closest to -1000 HU.
+    """
+    intercept = 0.0 if np.isnan(intercept) else float(intercept)
+    slope = 1.0 if np.isnan(slope) or slope == 0 else float(slope)
+    sample = arr[::4, ::4, ::4].astype(np.float32)
+    air = float(np.percentile(sample, 1))
+    candidates = {
+        "none": air,
+        "rescaled": air * slope + intercept,
+        "unrescaled": (air - intercept) / slope,
+    }
+    choice = min(candidates, key=lambda k: abs(candidates[k] - AIR_HU))
+    if abs(candidates[choice] - AIR_HU) > 300:
+        raise VolumeError(f"case {case}: air sits at {air:.0f} (1st percentile); no rescaling puts it near "
+                          f"-1000 HU (intercept {intercept}, slope {slope})")
+    if choice == "none":
+        return arr.astype(np.float32), choice
+    if choice == "rescaled":
+        return arr.astype(np.float32) * slope + intercept, choice
+    return (arr.astype(np.float32) - intercept) / slope, choice
+
+
+def resample_to_grid(img: sitk.Image, grid_dhw: tuple[int, int, int], orientation: str) -> sitk.Image:
+    """Reorient, then resample the whole field of view onto grid_dhw voxels (linear, anti-aliased)."""
+    img = sitk.DICOMOrient(img, orientation)
+    size_xyz = np.array(img.GetSize(), dtype=float)
+    spacing_xyz = np.array(img.GetSpacing(), dtype=float)
+    out_size_xyz = np.array(grid_dhw[::-1], dtype=float)
+    out_spacing = size_xyz * spacing_xyz / out_size_xyz
+    sigma = np.maximum(out_spacing / spacing_xyz - 1.0, 0.0) * spacing_xyz / 2.0
+    if np.any(sigma > 0):  # Gaussian anti-aliasing before downsampling (sigma in mm per axis)
+        img = sitk.SmoothingRecursiveGaussian(img, [max(float(s), 1e-3) for s in sigma])
+    # Align the first output voxel's corner with the input's corner, so the field of view is kept.
+    direction = np.array(img.GetDirection()).reshape(3, 3)
+    corner = np.array(img.GetOrigin()) - direction @ (spacing_xyz / 2)
+    origin = corner + direction @ (out_spacing / 2)
+    return sitk.Resample(img, [int(s) for s in out_size_xyz], sitk.Transform(), sitk.sitkLinear,
+                         origin.tolist(), out_spacing.tolist(), img.GetDirection(), AIR_HU, sitk.sitkFloat32)
+
+
+def preprocess_volume(path: str, grid_dhw: tuple[int, int, int], hu_window: tuple[float, float],
+                      orientation: str, intercept: float, slope: float, case: str) -> tuple[np.ndarray, dict]:
+    """One volume -> ((D, H, W) float16 z-scored array, facts about what was done)."""
+    img = read_image(path, case)
+    if img.GetDimension() != 3:
+        raise VolumeError(f"case {case}: {path} has {img.GetDimension()} dimensions, expected 3")
+    arr = sitk.GetArrayFromImage(img)
+    hu, correction = harmonize_hu(arr, intercept, slope, case)
+    hu_img = sitk.GetImageFromArray(hu)
+    hu_img.CopyInformation(img)
+    out = sitk.GetArrayFromImage(resample_to_grid(hu_img, grid_dhw, orientation))  # (D, H, W)
+    out = np.clip(out, hu_window[0], hu_window[1])
+    mean, std = float(out.mean()), float(out.std())
+    out = (out - mean) / max(std, 1e-6)
+    info = {"hu_correction": correction, "source_size": list(img.GetSize()),
+            "source_spacing": list(img.GetSpacing()), "hu_mean": mean, "hu_std": std}
+    return out.astype(np.float16), info
+
+
+def preprocess_shard(rows: pd.DataFrame, out_dir: str | Path, grid_dhw: tuple[int, int, int],
+                     hu_window: tuple[float, float], orientation: str, on_error: str = "fail") -> pd.DataFrame:
+    """Write <out>/<volume>.npy for every volume of the shard, plus index.parquet."""
+
+    def work(row: pd.Series, out: Path) -> dict:
+        case = row["volume_name"]
+        if not row["image_exists"]:
+            raise VolumeError(f"case {case}: volume file {case}.nii.gz not found under the CT-RATE dataset/ folder")
+        arr, info = preprocess_volume(row["image_path"], grid_dhw, hu_window, orientation,
+                                      row["rescale_intercept"], row["rescale_slope"], case)
+        save_npy(arr, out / f"{case}.npy")
+        return {"array_file": f"{case}.npy", "hu_correction": info["hu_correction"],
+                "hu_mean": info["hu_mean"], "hu_std": info["hu_std"]}
+
+    return run_shard(rows, work, out_dir, on_error, desc="volumes preprocessed")

@@ -1,0 +1,72 @@
+"""Run per-volume work over one shard of the manifest, keeping going past bad volumes.
+
+A shard's outputs are written into `<out>.partial/` and renamed to `<out>/` only when the shard is
+done, so an interrupted shard never looks complete. Each volume is processed independently: with
+on_error="fail" the shard still processes every other volume, then fails with one message naming
+every bad file; with on_error="skip" the bad volumes are listed in errors.csv and left out.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from uvlm.io import VolumeError
+
+log = logging.getLogger(__name__)
+
+
+class ShardError(RuntimeError):
+    """Some volumes of a shard failed; the message lists each case and its problem."""
+
+
+def run_shard(rows: pd.DataFrame, work: Callable[[pd.Series, Path], dict], out_dir: str | Path,
+              on_error: str = "fail", desc: str = "volumes",
+              finalize: Callable[[Path], None] | None = None) -> pd.DataFrame:
+    """Call work(row, partial_dir) for every row; write index.parquet and errors.csv; return the index.
+
+    finalize(partial_dir), if given, writes shard-level files before the folder is renamed.
+    """
+    out_dir = Path(out_dir)
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    records, errors = [], []
+    start = time.monotonic()
+    for _, row in tqdm(rows.iterrows(), total=len(rows), desc=desc, mininterval=5.0):
+        try:
+            rec = work(row, partial)
+        except (VolumeError, ValueError, OSError, KeyError) as err:
+            log.error("case %s: %s", row["volume_name"], err)
+            errors.append({"volume_name": row["volume_name"], "error": str(err)})
+            continue
+        records.append({"volume_name": row["volume_name"], **rec})
+    log.info("%d %s in %.1f s, %d failed", len(records), desc, time.monotonic() - start, len(errors))
+    if errors and on_error == "fail":
+        shutil.rmtree(partial, ignore_errors=True)
+        details = "\n".join(f"  {e['volume_name']}: {e['error']}" for e in errors)
+        raise ShardError(f"{len(errors)} of {len(rows)} volumes failed:\n{details}")
+    index = pd.DataFrame(records)
+    index.to_parquet(partial / "index.parquet", index=False)
+    pd.DataFrame(errors, columns=["volume_name", "error"]).to_csv(partial / "errors.csv", index=False)
+    if finalize is not None:
+        finalize(partial)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    partial.rename(out_dir)
+    return index
+
+
+def read_shard_indexes(shard_dirs: list[str | Path]) -> pd.DataFrame:
+    """Concatenate the index.parquet of several shard folders (the hand-over to training).
+
+    Adds `shard_dir`, so a row's files are found as shard_dir / <file column>.
+    """
+    frames = [pd.read_parquet(Path(d) / "index.parquet").assign(shard_dir=str(d)) for d in shard_dirs]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,0 +1,142 @@
+"""Training machinery shared by Stages 2 and 3: device/DDP setup, AMP, poly LR, progress, outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+from uvlm.io import atomic_path, write_json  # noqa: E402
+from uvlm.models.encoder import pick_device  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_runtime(device_name: str, threads: int, seed: int) -> Runtime:
+    """Pick the device; join a DDP group when started by torchrun (WORLD_SIZE > 1)."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local)
+            return Runtime(torch.device("cuda", local), dist.get_rank(), world)
+        return Runtime(torch.device("cpu"), dist.get_rank(), world)
+    return Runtime(pick_device(device_name))
+
+
+def wrap_ddp(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
+    if rt.world == 1:
+        return model
+    ids = [rt.device.index] if rt.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+
+def teardown(rt: Runtime) -> None:
+    if rt.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (no loss scaling needed); full precision on CPU for determinism."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def poly_lr(base: float, step: int, total: int, exponent: float = 0.9) -> float:
+    return base * (1 - step / max(total, 1)) ** exponent
+
+
+def set_lr(optimizer: torch.optim.Optimizer, step: int, total: int) -> None:
+    """Each param group keeps its own base LR (group['base_lr']) under one poly schedule."""
+    for group in optimizer.param_groups:
+        group["lr"] = poly_lr(group["base_lr"], step, total)
+
+
+@dataclass
+class Progress:
+    """Periodic log lines with loss, rate and ETA, and the rows for training_log.csv."""
+
+    total: int
+    every: int = 25
+    name: str = "train"
+    rows: list[dict] = field(default_factory=list)
+    _start: float = field(default_factory=time.monotonic)
+
+    def update(self, step: int, loss: float, lr: float, items: int) -> None:
+        self.rows.append({"step": step, "loss": loss, "lr": lr})
+        if step % self.every == 0 or step == self.total:
+            elapsed = time.monotonic() - self._start
+            rate = step / max(elapsed, 1e-9)
+            eta = (self.total - step) / max(rate, 1e-9)
+            log.info("%s step %d/%d loss %.4f lr %.2e | %.2f steps/s, %.1f items/s | ETA %.0f s",
+                     self.name, step, self.total, loss, lr, rate, rate * items, eta)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+
+def plot_curve(df: pd.DataFrame, path: Path, title: str) -> None:
+    """Training-loss curve (raw and smoothed) as a PNG."""
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(df["step"], df["loss"], alpha=0.3, label="loss")
+    ax.plot(df["step"], df["loss"].rolling(max(1, len(df) // 20), min_periods=1).mean(), label="smoothed")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_model_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], config: dict,
+                       progress: Progress, title: str, extra_files: dict[str, object] | None = None,
+                       finalize: Callable[[Path], None] | None = None) -> None:
+    """model.safetensors + config.json + training_log.csv + training_curve.png, renamed in at the end."""
+    out_dir = Path(out_dir)
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(partial / "model.safetensors"))
+    write_json(config, partial / "config.json")
+    df = progress.frame()
+    df.to_csv(partial / "training_log.csv", index=False)
+    if len(df):
+        plot_curve(df, partial / "training_curve.png", title)
+    for name, obj in (extra_files or {}).items():
+        write_json(obj, partial / name)
+    if finalize is not None:
+        finalize(partial)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    partial.rename(out_dir)

@@ -1,0 +1,77 @@
+"""Export one label granularity as an nnU-Net v2 raw dataset (dataset.json, imagesTr, labelsTr).
+
+Only training-split volumes are exported (no leakage into the validation split the reports are
+scored on). nnU-Net's own validation fold is a held-out set of training *patients*, written as
+uvlm_split.json and turned into splits_final.json by Stage 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from uvlm.io import write_json
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def select_cases(manifest: pd.DataFrame, label_index: pd.DataFrame, granularity: str, max_cases: int,
+                 seed: int) -> pd.DataFrame:
+    """Training volumes that have this granularity's labels, capped at max_cases (0 = all)."""
+    has = label_index[label_index.get(f"has_{granularity}", False) == True]  # noqa: E712
+    rows = manifest.merge(has[["volume_name", "shard_dir"]], on="volume_name")
+    rows = rows[rows["split"] == "train"].sort_values("volume_name").reset_index(drop=True)
+    if max_cases and len(rows) > max_cases:
+        rows = rows.sample(n=max_cases, random_state=seed).sort_values("volume_name").reset_index(drop=True)
+    return rows
+
+
+def patient_split(rows: pd.DataFrame, val_fraction: float, seed: int) -> dict[str, list[str]]:
+    """Hold out whole patients for nnU-Net's validation fold."""
+    patients = np.array(sorted(rows["patient_id"].unique()))
+    rng = np.random.default_rng(seed)
+    n_val = max(1, int(round(len(patients) * val_fraction))) if len(patients) > 1 else 0
+    val_patients = set(rng.choice(patients, size=n_val, replace=False).tolist())
+    is_val = rows["patient_id"].isin(val_patients)
+    return {"train": rows.loc[~is_val, "volume_name"].tolist(), "val": rows.loc[is_val, "volume_name"].tolist()}
+
+
+def export_nnunet_dataset(rows: pd.DataFrame, granularity: str, class_table: dict[str, str], dataset_id: int,
+                          out_dir: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Path:
+    """Write <out_dir>/DatasetXXX_UVLM<gran>/ and return that folder (built in .partial, then renamed)."""
+    name = f"Dataset{dataset_id:03d}_UVLM{granularity}"
+    final = Path(out_dir) / name
+    partial = Path(out_dir) / (name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for _, row in rows.iterrows():
+        case = row["volume_name"]
+        _link_or_copy(Path(row["image_path"]), partial / "imagesTr" / f"{case}_0000.nii.gz")
+        _link_or_copy(Path(row["shard_dir"]) / granularity / f"{case}.nii.gz", partial / "labelsTr" / f"{case}.nii.gz")
+    labels = {"background": 0, **{n: int(v) for v, n in class_table.items() if v != "0"}}
+    write_json({
+        "channel_names": {"0": "CT"},
+        "labels": labels,
+        "numTraining": len(rows),
+        "file_ending": ".nii.gz",
+        "name": name,
+        "description": f"U-VLM Stage 1 labels, granularity {granularity}",
+    }, partial / "dataset.json")
+    write_json(patient_split(rows, val_fraction, seed), partial / "uvlm_split.json")
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    return final
+
+
+def load_class_table(shard_dirs: list[str | Path], granularity: str) -> dict[str, str]:
+    return json.loads((Path(shard_dirs[0]) / f"classes_{granularity}.json").read_text())

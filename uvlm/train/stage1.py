@@ -1,0 +1,161 @@
+"""Stage 1: segmentation pretraining with nnU-Net v2's own planner, preprocessor and trainer.
+
+Our config decides the architecture, spacing, patch size, batch size and schedule: the plans are
+written from it (starting from nnU-Net's ResEnc planner for everything else: normalisation,
+resampling, intensity properties), and the stock nnUNetTrainer gets its schedule as attributes
+(no trainer subclass per hyperparameter). The trained encoder is handed on as safetensors.
+Multi-GPU: start this under torchrun; nnU-Net's trainer then runs DDP itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+
+from uvlm.io import write_json
+from uvlm.models.encoder import EncoderConfig, save_encoder
+
+log = logging.getLogger(__name__)
+PLANS_NAME = "uvlmPlans"
+CONFIGURATION = "3d_fullres"
+
+
+@dataclass
+class Stage1Config:
+    spacing_mm: list[float]            # (z, y, x)
+    patch_size: list[int]              # (D, H, W)
+    batch_size: int
+    epochs: int
+    iterations_per_epoch: int
+    val_iterations_per_epoch: int
+    initial_lr: float
+    augmentation_workers: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> Stage1Config:
+        keys = cls.__dataclass_fields__
+        return cls(**{k: cfg[k] for k in keys if k in cfg})
+
+
+def _set_nnunet_paths(work_dir: Path, raw_root: Path) -> None:
+    """nnU-Net reads its folders from the environment (lazily in 2.8); we set them from our config."""
+    os.environ["nnUNet_raw"] = str(raw_root)
+    os.environ["nnUNet_preprocessed"] = str(work_dir / "preprocessed")
+    os.environ["nnUNet_results"] = str(work_dir / "results")
+
+
+def write_plans(dataset_id: int, enc: EncoderConfig, cfg: Stage1Config) -> dict:
+    """Run nnU-Net's ResEnc planner, then overwrite 3d_fullres from our config; save as uvlmPlans."""
+    from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_encoder_unet_planners import (
+        nnUNetPlannerResEncM,
+    )
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    planner = nnUNetPlannerResEncM(dataset_id, plans_name=PLANS_NAME,
+                                   overwrite_target_spacing=[float(s) for s in cfg.spacing_mm])
+    plans = planner.plan_experiment()
+    full = plans["configurations"][CONFIGURATION]
+    full.update({
+        "data_identifier": f"{PLANS_NAME}_{CONFIGURATION}",
+        "spacing": [float(s) for s in cfg.spacing_mm],
+        "patch_size": [int(p) for p in cfg.patch_size],
+        "batch_size": int(cfg.batch_size),
+        "architecture": enc.arch_kwargs(),
+    })
+    plans["configurations"] = {CONFIGURATION: full}
+    plans["transpose_forward"] = [0, 1, 2]   # our (D, H, W) order is the plans' order
+    plans["transpose_backward"] = [0, 1, 2]
+    plans["uvlm_note"] = "written by uvlm.train.stage1 from the uvlm config; edit the config, not this file"
+    write_json(plans, Path(nnUNet_preprocessed.require()) / planner.dataset_name / f"{PLANS_NAME}.json")
+    return plans
+
+
+def prepare(dataset_dir: Path, dataset_id: int, enc: EncoderConfig, cfg: Stage1Config) -> dict:
+    """Fingerprint, plans and preprocessing (nnU-Net's code, single process)."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprint_dataset
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+
+    extract_fingerprint_dataset(dataset_id, num_processes=1, check_dataset_integrity=True, clean=True,
+                                verbose=False, show_progress_bar=False)
+    plans = write_plans(dataset_id, enc, cfg)
+    DefaultPreprocessor(verbose=False).run(dataset_id, CONFIGURATION, PLANS_NAME, num_processes=1)
+    split = json.loads((dataset_dir / "uvlm_split.json").read_text())
+    write_json([split], Path(nnUNet_preprocessed.require()) / dataset_dir.name / "splits_final.json")
+    return plans
+
+
+def _training_log(trainer) -> pd.DataFrame:
+    logged = trainer.logger.my_fantastic_logging
+    n = len(logged.get("train_losses", []))
+    cols = ("train_losses", "val_losses", "mean_fg_dice", "ema_fg_dice", "lrs")
+    df = pd.DataFrame({c: list(logged.get(c, []))[:n] for c in cols if len(logged.get(c, [])) >= n})
+    df.insert(0, "epoch", range(n))
+    return df
+
+
+def run_stage1(dataset_dir: str | Path, work_dir: str | Path, out_dir: str | Path, enc: EncoderConfig,
+               cfg: Stage1Config, device: torch.device, seed: int = 0) -> None:
+    """Prepare, train with nnUNetTrainer, and export the encoder to out_dir."""
+    dataset_dir, work_dir, out_dir = Path(dataset_dir).resolve(), Path(work_dir).resolve(), Path(out_dir)
+    dataset_id = int(dataset_dir.name[len("Dataset"):len("Dataset") + 3])
+    _set_nnunet_paths(work_dir, dataset_dir.parent)
+    os.environ["nnUNet_n_proc_DA"] = str(cfg.augmentation_workers)
+    torch.manual_seed(seed)
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl")
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    rank = dist.get_rank() if distributed else 0
+    if rank == 0:
+        plans = prepare(dataset_dir, dataset_id, enc, cfg)
+    if distributed:
+        dist.barrier()
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    pre = Path(nnUNet_preprocessed.require()) / dataset_dir.name
+    plans = json.loads((pre / f"{PLANS_NAME}.json").read_text())
+    dataset_json = json.loads((pre / "dataset.json").read_text())
+    trainer = nnUNetTrainer(plans={**plans, "continue_training": True}, configuration=CONFIGURATION, fold=0,
+                            dataset_json=dataset_json, device=device)
+    trainer.num_epochs = cfg.epochs
+    trainer.num_iterations_per_epoch = cfg.iterations_per_epoch
+    trainer.num_val_iterations_per_epoch = cfg.val_iterations_per_epoch
+    trainer.initial_lr = cfg.initial_lr
+    trainer.save_every = 1  # checkpoint_latest every epoch, so a killed job resumes where it stopped
+    latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
+    if latest.is_file():  # written by this same step earlier (our own file), resume from it
+        log.info("resuming nnU-Net training from %s", latest)
+        trainer.load_checkpoint(str(latest))
+    trainer.run_training()
+
+    if rank == 0:
+        net = trainer.network.module if hasattr(trainer.network, "module") else trainer.network
+        net = getattr(net, "_orig_mod", net)
+        partial = out_dir.with_name(out_dir.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        classes = {str(v): k for k, v in dataset_json["labels"].items()}
+        save_encoder(net.encoder, enc, partial, extra={
+            "stage": 1, "dataset": dataset_dir.name, "classes": classes, "spacing_mm": cfg.spacing_mm,
+            "patch_size": cfg.patch_size, "epochs": cfg.epochs,
+        })
+        _training_log(trainer).to_csv(partial / "training_log.csv", index=False)
+        shutil.copyfile(pre / f"{PLANS_NAME}.json", partial / "plans.json")
+        progress = Path(trainer.output_folder) / "progress.png"
+        if progress.is_file():
+            shutil.copyfile(progress, partial / "training_curve.png")
+        shutil.rmtree(out_dir, ignore_errors=True)
+        partial.rename(out_dir)
+    if distributed:
+        dist.destroy_process_group()

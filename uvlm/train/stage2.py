@@ -1,0 +1,114 @@
+"""Stage 2: classification pretraining of the encoder with a learnable-query head (18 labels, BCE)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score, roc_auc_score
+
+from uvlm.constants import CT_RATE_LABELS
+from uvlm.data.volumes import VolumeDataset, collate, random_batches
+from uvlm.models.cls_head import ClsHeadConfig, QueryClassificationHead, Stage2Classifier
+from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder, save_encoder
+from uvlm.train.loop import (
+    Progress,
+    autocast,
+    set_lr,
+    setup_runtime,
+    teardown,
+    wrap_ddp,
+    write_model_folder,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage2Config:
+    steps: int
+    batch_size: int
+    lr: float
+    encoder_lr_mult: float
+    weight_decay: float
+    grad_clip: float
+    num_heads: int = 4
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> Stage2Config:
+        return cls(**{k: cfg[k] for k in cls.__dataclass_fields__})
+
+
+def pos_weight(labels: np.ndarray) -> torch.Tensor:
+    """neg/pos per class (clipped to [1, 100]), so rare findings are not drowned by negatives."""
+    pos = labels.sum(0)
+    return torch.tensor(np.clip((len(labels) - pos) / np.maximum(pos, 1), 1.0, 100.0), dtype=torch.float32)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data: VolumeDataset, device: torch.device, batch_size: int = 8) -> np.ndarray:
+    """Sigmoid probabilities (N, 18) for every volume of `data`."""
+    model.eval()
+    probs = []
+    for start in range(0, len(data), batch_size):
+        batch = collate([data[i] for i in range(start, min(start + batch_size, len(data)))])
+        with autocast(device):
+            probs.append(torch.sigmoid(model(batch["image"].to(device)).float()).cpu().numpy())
+    return np.concatenate(probs)
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict:
+    """Macro AUC over classes with both outcomes present, and macro/per-class F1 at 0.5."""
+    aucs = [roc_auc_score(y[:, c], p[:, c]) for c in range(y.shape[1]) if 0 < y[:, c].sum() < len(y)]
+    pred = (p >= 0.5).astype(int)
+    return {"macro_auc": float(np.mean(aucs)) if aucs else float("nan"),
+            "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
+            "per_class_f1": dict(zip(CT_RATE_LABELS, f1_score(y, pred, average=None, zero_division=0).tolist(),
+                                     strict=True))}
+
+
+def train_stage2(train: VolumeDataset, valid: VolumeDataset, init_dir: str | Path | None, enc_cfg: EncoderConfig,
+                 cfg: Stage2Config, out_dir: str | Path, device_name: str, threads: int, seed: int) -> dict:
+    """Train encoder + head; write model.safetensors (encoder.* and head.*) and metrics to out_dir."""
+    rt = setup_runtime(device_name, threads, seed)
+    encoder = load_encoder(init_dir, expected=enc_cfg)[0] if init_dir else build_encoder(enc_cfg)
+    head = QueryClassificationHead(ClsHeadConfig(enc_cfg.features_per_stage[-1], len(CT_RATE_LABELS),
+                                                 cfg.num_heads))
+    model = Stage2Classifier(encoder, head).to(rt.device)
+    groups = [{"params": list(head.parameters()), "base_lr": cfg.lr}]
+    if cfg.encoder_lr_mult > 0:
+        groups.append({"params": list(encoder.parameters()), "base_lr": cfg.lr * cfg.encoder_lr_mult})
+    else:
+        encoder.requires_grad_(False)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    criterion = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight(train.labels).to(rt.device))
+    ddp_model = wrap_ddp(model, rt)
+    batches = random_batches(len(train), cfg.batch_size, seed, rt.rank, rt.world)
+    progress = Progress(cfg.steps, name="stage2")
+    model.train()
+    for step in range(1, cfg.steps + 1):
+        set_lr(optimizer, step - 1, cfg.steps)
+        batch = collate([train[i] for i in next(batches)])
+        with autocast(rt.device):
+            logits = ddp_model(batch["image"].to(rt.device))
+        loss = criterion(logits.float(), batch["labels"].to(rt.device))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"stage 2: loss is {loss.item()} at step {step}; no checkpoint written")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        progress.update(step, loss.item(), optimizer.param_groups[0]["lr"], cfg.batch_size)
+    metrics = classification_metrics(valid.labels, predict(model, valid, rt.device))
+    log.info("stage 2 validation: macro AUC %.3f, macro F1 %.3f", metrics["macro_auc"], metrics["macro_f1"])
+    if rt.is_main:
+        config = {"stage": 2, "train": asdict(cfg), "head": asdict(head.config), "init": str(init_dir or ""),
+                  "labels": list(CT_RATE_LABELS), "seed": seed}
+        write_model_folder(out_dir, model.state_dict(), config, progress, "Stage 2 classification",
+                           extra_files={"metrics.json": metrics},
+                           finalize=lambda d: save_encoder(None, enc_cfg, d, extra={"stage": 2}))
+    teardown(rt)
+    return metrics
