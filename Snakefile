@@ -1,0 +1,27 @@
+# U-VLM pipeline: raw CT + reports -> pseudo-labels -> three training stages -> reports -> tables.
+# Run the embedded demo with `snakemake --cores 2 all`; a real CT-RATE copy with
+# `snakemake --cores 2 all --config ct_rate_root=/path/to/CT-RATE`.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/labels.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/generate.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        "results/tables/main.md",
+        "results/tables/main.csv",

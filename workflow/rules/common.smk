@@ -1,0 +1,78 @@
+# Shared values and input functions. No rules here.
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from uvlm.config import validate_config
+from uvlm.io import write_json
+
+validate_config(config)
+
+# The effective config (config file + --config overrides) that every `uvlm` call reads. Rewritten
+# only when it changes, so its timestamp never triggers reruns; rules declare the config sections
+# they use as params, which is what makes Snakemake rerun exactly the affected jobs.
+EFFECTIVE_CONFIG = "results/config/effective.json"
+_eff = Path(EFFECTIVE_CONFIG)
+if not _eff.is_file() or json.loads(_eff.read_text()) != config:
+    write_json(config, _eff)
+
+DEMO_ROOT = "results/demo/ct_rate"
+CT_RATE_ROOT = config["ct_rate_root"] or DEMO_ROOT
+MANIFEST = "results/manifest/ct_rate.parquet"
+EXPERIMENTS = config["experiments"]
+
+
+wildcard_constraints:
+    shard=r"\d+",
+    gran="|".join(config["stage1"]["dataset_ids"]),
+    experiment="|".join(EXPERIMENTS),
+    init=r"none|seg_(C|CL|FL)",
+
+
+def ct_rate_root_input(wildcards):
+    """The demo folder is a rule's output; a real CT-RATE copy is an existing, unchanging input."""
+    return DEMO_ROOT if not config["ct_rate_root"] else ancient(config["ct_rate_root"])
+
+
+def shard_ids():
+    """Shard indices, known once the ingest checkpoint has written the manifest."""
+    manifest = checkpoints.ingest.get().output[0]
+    return range(int(pd.read_parquet(manifest, columns=["shard"])["shard"].max()) + 1)
+
+
+def preprocessed_shards(wildcards):
+    return [f"results/preprocessed/ct_rate/shard_{k}" for k in shard_ids()]
+
+
+def label_shards(wildcards):
+    return [f"results/labels/ct_rate/shard_{k}" for k in shard_ids()]
+
+
+def needed_granularities():
+    """Stage 1 granularities the experiments in `run` use (labels are built only for these)."""
+    grans = {EXPERIMENTS[name]["seg"] for name in config["run"]} - {None}
+    return sorted(grans) or ["C"]
+
+
+def stage2_init(wildcards):
+    """Stage 2 of cls_none starts from scratch; cls_seg_X from Stage 1 of granularity X."""
+    return [] if wildcards.init == "none" else [f"results/models/stage1/{wildcards.init}"]
+
+
+def stage3_init_dir(experiment):
+    """Where an experiment's encoder comes from: Stage 2, Stage 1, or nowhere (random init)."""
+    exp = EXPERIMENTS[experiment]
+    seg = f"seg_{exp['seg']}" if exp["seg"] else "none"
+    if exp["cls"]:
+        return f"results/models/stage2/cls_{seg}"
+    return f"results/models/stage1/{seg}" if exp["seg"] else ""
+
+
+def stage3_init(wildcards):
+    d = stage3_init_dir(wildcards.experiment)
+    return [d] if d else []
+
+
+def run_metrics():
+    return [f"results/metrics/{name}.json" for name in config["run"]]

@@ -1,0 +1,43 @@
+rule demo_data:
+    output:
+        directory(DEMO_ROOT),
+    params:
+        config=EFFECTIVE_CONFIG,
+        demo=config["demo"],
+        seed=config["seed"],
+    log:
+        "results/logs/demo_data.log",
+    benchmark:
+        "results/benchmarks/demo_data.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/uvlm.yaml"
+    shell:
+        "uvlm --config {params.config} demo-data {output} > {log} 2>&1"
+
+
+checkpoint ingest:
+    input:
+        ct_rate_root_input,
+    output:
+        MANIFEST,
+    params:
+        config=EFFECTIVE_CONFIG,
+        shard_size=config["shard_size"],
+        rexgrounding_root=config["rexgrounding_root"],
+        anatomy_root=config["anatomy_root"],
+    log:
+        "results/logs/ingest.log",
+    benchmark:
+        "results/benchmarks/ingest.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/uvlm.yaml"
+    shell:
+        "uvlm --config {params.config} ingest --root {input} --out {output} > {log} 2>&1"

@@ -1,0 +1,21 @@
+rule preprocess_shard:
+    input:
+        MANIFEST,
+    output:
+        directory("results/preprocessed/ct_rate/shard_{shard}"),
+    params:
+        config=EFFECTIVE_CONFIG,
+        preprocess=config["preprocess"],
+        on_error=config["on_volume_error"],
+    log:
+        "results/logs/preprocess/shard_{shard}.log",
+    benchmark:
+        "results/benchmarks/preprocess/shard_{shard}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../../envs/uvlm.yaml"
+    shell:
+        "uvlm --config {params.config} preprocess --manifest {input} --shard {wildcards.shard} --out {output} > {log} 2>&1"

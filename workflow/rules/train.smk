@@ -1,0 +1,127 @@
+rule tokenizer:
+    input:
+        MANIFEST,
+    output:
+        "results/models/tokenizer/tokenizer.json",
+    params:
+        config=EFFECTIVE_CONFIG,
+        vocab_size=config["stage3"]["vocab_size"],
+    log:
+        "results/logs/tokenizer.log",
+    benchmark:
+        "results/benchmarks/tokenizer.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/uvlm.yaml"
+    shell:
+        "uvlm --config {params.config} tokenizer --manifest {input} --out {output} > {log} 2>&1"
+
+
+rule nnunet_export:
+    input:
+        manifest=MANIFEST,
+        labels=label_shards,
+    output:
+        directory("results/nnunet/raw/{gran}"),
+    params:
+        config=EFFECTIVE_CONFIG,
+        max_cases=config["stage1"]["max_cases"],
+        dataset_ids=config["stage1"]["dataset_ids"],
+        seed=config["seed"],
+    log:
+        "results/logs/nnunet_export/{gran}.log",
+    benchmark:
+        "results/benchmarks/nnunet_export/{gran}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        "../../envs/uvlm.yaml"
+    shell:
+        "uvlm --config {params.config} nnunet-export --manifest {input.manifest} --labels {input.labels} "
+        "--granularity {wildcards.gran} --out {output} > {log} 2>&1"
+
+
+rule stage1:
+    input:
+        "results/nnunet/raw/{gran}",
+    output:
+        directory("results/models/stage1/seg_{gran}"),
+    params:
+        config=EFFECTIVE_CONFIG,
+        stage1=config["stage1"],
+        encoder=config["encoder"],
+        work="results/nnunet/work/{gran}",
+    log:
+        "results/logs/stage1/seg_{gran}.log",
+    benchmark:
+        "results/benchmarks/stage1/seg_{gran}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=1440,
+    conda:
+        "../../envs/uvlm.yaml"
+    shell:
+        "uvlm --config {params.config} stage1 --raw {input} --work {params.work} --out {output} > {log} 2>&1"
+
+
+rule stage2:
+    input:
+        manifest=MANIFEST,
+        preprocessed=preprocessed_shards,
+        init=stage2_init,
+    output:
+        directory("results/models/stage2/cls_{init}"),
+    params:
+        config=EFFECTIVE_CONFIG,
+        stage2=config["stage2"],
+        encoder=config["encoder"],
+        init_arg=lambda w, input: f"--init {input.init}" if input.init else "",
+    log:
+        "results/logs/stage2/cls_{init}.log",
+    benchmark:
+        "results/benchmarks/stage2/cls_{init}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=1440,
+    conda:
+        "../../envs/uvlm.yaml"
+    shell:
+        "uvlm --config {params.config} stage2 --manifest {input.manifest} --preprocessed {input.preprocessed} "
+        "{params.init_arg} --out {output} > {log} 2>&1"
+
+
+rule stage3:
+    input:
+        manifest=MANIFEST,
+        preprocessed=preprocessed_shards,
+        tokenizer="results/models/tokenizer/tokenizer.json",
+        init=stage3_init,
+    output:
+        directory("results/models/stage3/{experiment}"),
+    params:
+        config=EFFECTIVE_CONFIG,
+        stage3=config["stage3"],
+        encoder=config["encoder"],
+        experiment=lambda w: EXPERIMENTS[w.experiment],
+        init_arg=lambda w, input: f"--init {input.init}" if input.init else "",
+    log:
+        "results/logs/stage3/{experiment}.log",
+    benchmark:
+        "results/benchmarks/stage3/{experiment}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=1440,
+    conda:
+        "../../envs/uvlm.yaml"
+    shell:
+        "uvlm --config {params.config} stage3 --manifest {input.manifest} --preprocessed {input.preprocessed} "
+        "--tokenizer {input.tokenizer} {params.init_arg} --experiment {wildcards.experiment} "
+        "--out {output} > {log} 2>&1"
