@@ -26,7 +26,9 @@ def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=(suffix or "".join(final.suffixes)) + ".tmp",
+    # ".<name>.<random>.tmp<ext>": hidden, clearly temporary, and still ending in the real extension
+    # so that writers choosing a format by extension (ITK, numpy) accept it.
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + (suffix or "".join(final.suffixes)),
                                dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -74,8 +76,34 @@ def read_image(path: str | Path, case: str = "") -> sitk.Image:
     if path.stat().st_size == 0:
         raise VolumeError(f"{label}file is empty: {path}")
     try:
-        img = sitk.ReadImage(str(path))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        if str(path).endswith(".gz"):
+            _check_gzip_size(path, reader, label)
+        img = reader.Execute()
     except RuntimeError as err:
         first = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
         raise VolumeError(f"{label}cannot read {path}: {first}") from None
     return img
+
+
+def _check_gzip_size(path: Path, reader: sitk.ImageFileReader, label: str) -> None:
+    """Reject a truncated .gz before ITK reads it: ITK silently zero-fills missing voxels.
+
+    A complete gzip file ends with the uncompressed size (mod 2**32); it must cover the voxel data
+    plus a header of at most 1 MiB. Costs one 4-byte read instead of a full decompression.
+    """
+    n_bytes = int(np.prod(reader.GetSize())) * reader.GetNumberOfComponents() * _pixel_bytes(reader)
+    with open(path, "rb") as fh:
+        fh.seek(-4, os.SEEK_END)
+        isize = int.from_bytes(fh.read(4), "little")
+    if not 0 <= (isize - n_bytes) % 2**32 < 2**20:
+        raise VolumeError(f"{label}{path} is truncated or corrupt: the gzip stream does not hold the "
+                          f"{n_bytes} bytes of voxel data its header announces")
+
+
+def _pixel_bytes(reader: sitk.ImageFileReader) -> int:
+    return {sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2, sitk.sitkUInt32: 4,
+            sitk.sitkInt32: 4, sitk.sitkFloat32: 4, sitk.sitkUInt64: 8, sitk.sitkInt64: 8,
+            sitk.sitkFloat64: 8}.get(reader.GetPixelID(), 1)

@@ -22,8 +22,8 @@ _PUNCT = re.compile(r"[^\w\s]")
 
 def clean_for_bleu(text: str) -> str:
     """Lowercase and drop punctuation, keeping decimal numbers ('12.5') whole."""
-    text = re.sub(r"(?<=\d)\.(?=\d)", "DECIMALPOINT", text.lower())
-    text = _PUNCT.sub(" ", text).replace("decimalpoint", ".")
+    text = re.sub(r"(?<=\d)\.(?=\d)", "qqdecimalqq", text.lower())
+    text = _PUNCT.sub(" ", text).replace("qqdecimalqq", ".")
     return " ".join(text.split())
 
 

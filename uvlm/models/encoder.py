@@ -99,7 +99,7 @@ def save_encoder(encoder: nn.Module | None, cfg: EncoderConfig, out_dir: str | P
 
     out_dir = Path(out_dir)
     if encoder is not None:
-        state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+        state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
         with atomic_path(out_dir / "encoder.safetensors") as tmp:
             save_file(state, str(tmp))
     write_json({"encoder": asdict(cfg), **(extra or {})}, out_dir / "encoder_config.json")

@@ -128,7 +128,7 @@ def write_model_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], co
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(partial / "model.safetensors"))
+    save_file({k: v.detach().cpu().clone() for k, v in tensors.items()}, str(partial / "model.safetensors"))
     write_json(config, partial / "config.json")
     df = progress.frame()
     df.to_csv(partial / "training_log.csv", index=False)
