@@ -45,12 +45,14 @@ class Grid:
 
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
+    offset: tuple[float, float, float] = (0.0, 0.0, 0.0)  # patient position (mm), subtracted
 
     def __post_init__(self) -> None:
         d, h, w = self.shape
         sz, sy, sx = self.spacing
-        self.axes = ((np.arange(d) + 0.5) * sz, (np.arange(h) + 0.5 - h / 2) * sy,
-                     (np.arange(w) + 0.5 - w / 2) * sx)
+        oz, oy, ox = self.offset
+        self.axes = ((np.arange(d) + 0.5) * sz - oz, (np.arange(h) + 0.5 - h / 2) * sy - oy,
+                     (np.arange(w) + 0.5 - w / 2) * sx - ox)
         self.z = self.axes[0][:, None, None]  # (D,1,1)
         self.y = self.axes[1][None, :, None]  # (1,H,1)
         self.x = self.axes[2][None, None, :]  # (1,1,W)
@@ -142,10 +144,10 @@ class Scene:
             self._fields[scale_mm] = (up - up.mean()) / (up.std() + 1e-6)
         return self._fields[scale_mm]
 
-    def lung(self, lobes=LOBES, free: bool = True) -> np.ndarray:
-        ids = [CLS[lobe] for lobe in lobes]
-        m = np.isin(self.canvas.anat, ids)
-        return m & (self.canvas.owner == 0) if free else m
+    def lung(self, lobes=LOBES, free: bool = True, sl=(slice(None),) * 3) -> np.ndarray:
+        """Voxels of the given lobes (inside slices sl), optionally only those no finding owns yet."""
+        m = np.isin(self.canvas.anat[sl], [CLS[lobe] for lobe in lobes])
+        return m & (self.canvas.owner[sl] == 0) if free else m
 
     def lung_depth(self) -> np.ndarray:
         """Distance (mm) to the lung surface on a (D,H/2,W/2) grid; computed once, after effusions."""
@@ -245,9 +247,8 @@ def consolidation(s: Scene) -> None:
     region = s.lung([lobe])
     lobar = s.rng.random() < 0.4
     if not lobar:
-        c = s.pick(region)
-        region &= np.sum([((a - ci) / 40.0) ** 2 for a, ci in zip((s.grid.z, s.grid.y, s.grid.x), c,
-                                                                   strict=True)], axis=0) <= 1
+        c, g = s.pick(region), s.grid
+        region &= ((g.z - c[0]) ** 2 + (g.y - c[1]) ** 2 + (g.x - c[2]) ** 2) <= 40.0**2
     full = (slice(None),) * 3
     s.canvas.lesion(full, region, "2b", f"consolidation in the {LOBE_PHRASE[lobe]}",
                     hu=35 + 8 * s.field(10.0))
@@ -278,7 +279,7 @@ def _airways(s: Scene, code: str, text: str, lumen: float, wall: float, wall_hu:
             if target is None:
                 continue
             sl, dist, _ = segment(s.grid, s.hila[side], target, lumen + wall + 1)
-            ok = s.lung(LOBES)[sl]
+            ok = s.lung(sl=sl)
             s.canvas.paint(sl, ok & (dist <= lumen + wall), hu=wall_hu)
             s.canvas.paint(sl, ok & (dist <= lumen), hu=-990)
             s.canvas.owner[sl][ok & (dist <= lumen + wall)] = len(s.canvas.lesions) + 1
@@ -307,7 +308,7 @@ def fibrotic_sequela(s: Scene) -> None:
         direction = s.rng.normal(size=3) * np.array([0.5, 1, 1])
         p1 = p0 + direction / np.linalg.norm(direction) * s.rng.uniform(30, 50)
         sl, dist, _ = segment(s.grid, p0, p1, 5)
-        m = (dist <= 3.5) & s.lung([lobe])[sl]
+        m = (dist <= 3.5) & s.lung([lobe], sl=sl)
         s.canvas.paint(sl, m, hu=-150)
         s.canvas.owner[sl][m] = owner_id
     s.canvas.lesions.append(("2a", f"fibrotic bands in the {LOBE_PHRASE[lobe]}"))
@@ -337,7 +338,7 @@ def emphysema(s: Scene) -> None:
     c = s.pick_deep(upper, bulla / 2)
     if c is not None:
         bsl, q = ellipsoid(s.grid, c, np.full(3, bulla / 2))
-        region[bsl] |= (q <= 1) & s.lung(upper)[bsl]
+        region[bsl] |= (q <= 1) & s.lung(upper, sl=bsl)
     hu = np.where(region, -960 + 6 * s.field(10.0), 0)
     if c is not None:
         hu[bsl] = np.where(q <= 1, -995, hu[bsl])
@@ -378,8 +379,8 @@ def arterial_calcification(s: Scene) -> None:
         sites.add(["ascending aorta", "descending aorta"][i])
         ang, zc = s.rng.uniform(0, 2 * np.pi), s.rng.uniform(z0 + 10, z1 - 10)
         c = np.array([zc, y + r * np.sin(ang), x + r * np.cos(ang)])
-        sl, _, yy, xx = s.grid.box(c - 10, c + 10)
-        _, q = ellipsoid(s.grid, c, (10, 9, 9))
+        sl, zz, yy, xx = s.grid.box(c - 10, c + 10)
+        q = ((zz - c[0]) / 10) ** 2 + ((yy - c[1]) / 9) ** 2 + ((xx - c[2]) / 9) ** 2
         rad = np.sqrt((yy - y) ** 2 + (xx - x) ** 2)
         m = (q <= 1) & (rad >= r - 1.5) & (rad <= r + 3) & (s.canvas.anat[sl] != CLS["vertebrae"])
         s.canvas.paint(sl, m, hu=float(s.rng.uniform(600, 900)), label=CLS["aorta"])
@@ -449,7 +450,7 @@ def medical_material(s: Scene) -> None:
             s.canvas.paint(sl, dist <= 2.0, hu=metal)
     else:
         left = kind == "pacemaker"
-        yx = s.body_surface(np.deg2rad(125 if left else 55)) * 0.93
+        yx = s.body_surface(np.deg2rad(55 if left else 125)) * 0.93
         c = np.array([s.z_carina + 35, *yx])
         half = np.array([18, 6, 22]) if left else np.array([12, 6, 12])
         sl, *_ = g.box(c - half, c + half)

@@ -94,10 +94,11 @@ def prepare(dataset_dir: Path, dataset_id: int, enc: EncoderConfig, cfg: Stage1C
 
 
 def _training_log(trainer) -> pd.DataFrame:
-    logged = trainer.logger.my_fantastic_logging
-    n = len(logged.get("train_losses", []))
+    """Per-epoch losses, pseudo Dice and LR from nnU-Net's own logger."""
     cols = ("train_losses", "val_losses", "mean_fg_dice", "ema_fg_dice", "lrs")
-    df = pd.DataFrame({c: list(logged.get(c, []))[:n] for c in cols if len(logged.get(c, [])) >= n})
+    values = {c: [float(v) for v in trainer.logger.get_value(c, step=None)] for c in cols}
+    n = len(values["train_losses"])
+    df = pd.DataFrame({c: v[:n] for c, v in values.items() if len(v) >= n})
     df.insert(0, "epoch", range(n))
     return df
 
@@ -108,7 +109,9 @@ def run_stage1(dataset_dir: str | Path, work_dir: str | Path, out_dir: str | Pat
     dataset_dir, work_dir, out_dir = Path(dataset_dir).resolve(), Path(work_dir).resolve(), Path(out_dir)
     dataset_id = int(dataset_dir.name[len("Dataset"):len("Dataset") + 3])
     _set_nnunet_paths(work_dir, dataset_dir.parent)
-    os.environ["nnUNet_n_proc_DA"] = str(cfg.augmentation_workers)
+    # The planner sizes torch's thread pool from this variable (must be > 0); training reads it
+    # as the number of augmentation processes (0 = in-process, deterministic).
+    os.environ["nnUNet_n_proc_DA"] = str(max(1, torch.get_num_threads()))
     torch.manual_seed(seed)
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -120,6 +123,7 @@ def run_stage1(dataset_dir: str | Path, work_dir: str | Path, out_dir: str | Pat
         plans = prepare(dataset_dir, dataset_id, enc, cfg)
     if distributed:
         dist.barrier()
+    os.environ["nnUNet_n_proc_DA"] = str(cfg.augmentation_workers)
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 

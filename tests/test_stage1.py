@@ -1,0 +1,74 @@
+"""Stage 1 end to end through nnU-Net's planner, preprocessor and trainer on tiny synthetic cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+import torch
+from safetensors.torch import load_file
+
+from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder
+from uvlm.train.nnunet_export import export_nnunet_dataset
+from uvlm.train.stage1 import Stage1Config, run_stage1
+
+ENC = EncoderConfig(features_per_stage=[4, 8, 16], strides=[1, 2, 2], n_blocks_per_stage=[1, 1, 1],
+                    n_conv_per_stage_decoder=[1, 1])
+
+
+def _case(folder: Path, name: str, rng: np.random.Generator) -> tuple[str, Path]:
+    img = np.full((16, 24, 24), -1000, np.int16)
+    lab = np.zeros_like(img, dtype=np.uint8)
+    c = rng.integers(6, 10, size=3)
+    img[c[0] - 4:c[0] + 4, c[1] - 5:c[1] + 5, c[2] - 5:c[2] + 5] = 40
+    lab[c[0] - 4:c[0] + 4, c[1] - 5:c[1] + 5, c[2] - 5:c[2] + 5] = 1
+    img[c[0] - 1:c[0] + 1, c[1] - 1:c[1] + 1, c[2] - 1:c[2] + 1] = 300
+    lab[c[0] - 1:c[0] + 1, c[1] - 1:c[1] + 1, c[2] - 1:c[2] + 1] = 2
+    for arr, sub in ((img, "images"), (lab, "labels")):
+        sitk_img = sitk.GetImageFromArray(arr)
+        sitk_img.SetSpacing((2.0, 2.0, 3.0))
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(sitk_img, str(folder / sub / f"{name}.nii.gz"))
+    return str(folder / "images" / f"{name}.nii.gz"), folder / "labels"
+
+
+def test_stage1_trains_with_nnunet_and_hands_over_encoder(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    rows = []
+    for p in range(1, 5):
+        name = f"train_{p}_a_1"
+        image, labels_dir = _case(tmp_path / "src", name, rng)
+        # the exporter expects label maps under <shard_dir>/<granularity>/<case>.nii.gz
+        (tmp_path / "shard" / "C").mkdir(parents=True, exist_ok=True)
+        (labels_dir / f"{name}.nii.gz").rename(tmp_path / "shard" / "C" / f"{name}.nii.gz")
+        rows.append({"volume_name": name, "patient_id": f"train_{p}", "image_path": image,
+                     "shard_dir": str(tmp_path / "shard")})
+    ds = export_nnunet_dataset(pd.DataFrame(rows), "C", {"0": "background", "1": "body", "2": "bone"}, 7,
+                               tmp_path / "raw", val_fraction=0.25)
+    assert json.loads((ds / "dataset.json").read_text())["labels"] == {"background": 0, "body": 1, "bone": 2}
+    split = json.loads((ds / "uvlm_split.json").read_text())
+    assert len(split["val"]) == 1 and len(split["train"]) == 3
+
+    cfg = Stage1Config(spacing_mm=[3.0, 2.0, 2.0], patch_size=[16, 16, 16], batch_size=2, epochs=2,
+                       iterations_per_epoch=2, val_iterations_per_epoch=1, initial_lr=0.01)
+    out = tmp_path / "stage1"
+    run_stage1(ds, tmp_path / "work", out, ENC, cfg, torch.device("cpu"))
+
+    plans = json.loads((out / "plans.json").read_text())
+    conf = plans["configurations"]["3d_fullres"]
+    assert conf["patch_size"] == [16, 16, 16] and conf["spacing"] == [3.0, 2.0, 2.0]
+    assert conf["architecture"]["arch_kwargs"]["features_per_stage"] == [4, 8, 16]
+    assert len(pd.read_csv(out / "training_log.csv")) == 2
+    # the encoder loads strictly into a freshly built one and differs from a random init
+    encoder, cfg_loaded = load_encoder(out, expected=ENC)
+    fresh = build_encoder(ENC).state_dict()
+    trained = load_file(str(out / "encoder.safetensors"))
+    assert set(trained) == set(fresh)
+    assert any(not torch.equal(trained[k], fresh[k]) for k in trained if trained[k].is_floating_point())
+    assert cfg_loaded == ENC
+    feats = encoder(torch.zeros(1, 1, 16, 16, 16))
+    assert [f.shape[1] for f in feats] == [4, 8, 16]
