@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import truncate_gzip
+
 from uvlm.constants import CT_RATE_LABELS
 from uvlm.data.ct_rate import IngestError, ingest_ct_rate
 from uvlm.data.manifest import ManifestError, validate_manifest

@@ -299,7 +299,7 @@ def peribronchial_thickening(s: Scene) -> None:
 
 def fibrotic_sequela(s: Scene) -> None:
     """A few thick parenchymal bands in one lobe."""
-    lobe = _choose_lobe(s, LOBES[0::2], min_vox=500)
+    lobe = _choose_lobe(s, ["lung_upper_lobe_left", "lung_upper_lobe_right"], min_vox=500)
     owner_id = len(s.canvas.lesions) + 1
     for _ in range(int(s.rng.integers(3, 6))):
         p0 = s.pick(s.lung([lobe]))
@@ -428,8 +428,9 @@ def lymphadenopathy(s: Scene) -> None:
 def hiatal_hernia(s: Scene) -> None:
     """Stomach herniated above the hemidiaphragm behind the heart, with anterior air (supine)."""
     size = int(s.rng.integers(40, 60))
-    c = np.array([float(np.median(s.dome)) + 12, s.oesophagus[0] - 5, s.oesophagus[1] + 6])
     r = np.array([0.45, 0.35, 0.5]) * size
+    iy, ix = (int(np.argmin(np.abs(a - v))) for a, v in zip(s.grid.axes[1:], s.oesophagus, strict=True))
+    c = np.array([s.dome[iy, ix] + 0.6 * r[0], s.oesophagus[0] - 5, s.oesophagus[1] + 6])
     sl, q = ellipsoid(s.grid, c, r)
     ok = np.isin(s.canvas.anat[sl], [CLS["body"], *[CLS[x] for x in LOBES]]) & (s.canvas.hu[sl] < 100)
     m = (q <= 1) & ok
