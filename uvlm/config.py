@@ -34,6 +34,16 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError("config key 'encoder': features_per_stage, strides and n_blocks_per_stage differ in length")
     if len(enc["n_conv_per_stage_decoder"]) != n - 1:
         raise ConfigError("config key 'encoder/n_conv_per_stage_decoder' needs one entry per stage but the first")
+    total_stride = 1
+    for st in enc["strides"]:
+        total_stride *= st
+    if enc["strides"][0] != 1:
+        raise ConfigError("config key 'encoder/strides': the first stage must have stride 1 (nnU-Net's "
+                          "segmentation output has the resolution of the first stage)")
+    for key, size in (("preprocess/grid", cfg["preprocess"]["grid"]), ("stage1/patch_size", cfg["stage1"]["patch_size"])):
+        if any(s % total_stride for s in size):
+            raise ConfigError(f"config key '{key}': {size} is not divisible by the encoder's total stride "
+                              f"{total_stride} in every axis")
     for exp_name, exp in cfg["experiments"].items():
         if exp["seg"] is not None and exp["seg"] not in cfg["stage1"]["dataset_ids"]:
             raise ConfigError(f"experiment '{exp_name}': no stage1/dataset_ids entry for granularity {exp['seg']}")

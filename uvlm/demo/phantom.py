@@ -1,7 +1,7 @@
 """Synthetic chest CT phantom: HU volume, fine anatomy label map and lesion masks.
 
 Stands in for CT-RATE + TotalSegmentator + ReXGroundingCT so that the whole pipeline can run and be
-tested without gated data. Geometry is built in mm (see abnormalities.Grid), so it does not depend
+tested without gated data. Geometry is built in mm (see Grid), so it does not depend
 on the voxel grid; `PhantomConfig.with_shape` keeps the field of view when the grid is made smaller.
 """
 
@@ -14,18 +14,9 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from uvlm.constants import CT_RATE_LABELS
-from uvlm.demo.abnormalities import (
-    ANATOMY_CLASSES,
-    CLS,
-    Canvas,
-    Grid,
-    Scene,
-    ellipsoid,
-    render_abnormalities,
-    segment,
-)
+from uvlm.demo.abnormalities import ANATOMY_CLASSES, CLS, FULL, Canvas, Scene, render_abnormalities
 
-__all__ = ["ANATOMY_CLASSES", "PatientAnatomy", "Phantom", "PhantomConfig", "make_phantom",
+__all__ = ["ANATOMY_CLASSES", "Grid", "PatientAnatomy", "Phantom", "PhantomConfig", "make_phantom",
            "make_reconstructions"]
 
 HU = {"fat": -100.0, "mediastinal_fat": -90.0, "muscle": 45.0, "liver": 60.0, "spleen": 45.0,
@@ -33,8 +24,61 @@ HU = {"fat": -100.0, "mediastinal_fat": -90.0, "muscle": 45.0, "liver": 60.0, "s
       "cortex": 750.0, "bone": 650.0, "sternum": 550.0, "disc": 90.0, "csf": 15.0, "soft": 40.0}
 
 
+@dataclass
+class Grid:
+    """Voxel-centre coordinates in mm, (z, y, x) = (superior, posterior, patient-left) as in LPS.
+
+    z counts from the inferior edge, y and x from the centre; offset moves the patient on the table.
+    """
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    offset: tuple[float, float, float] = (0.0, 0.0, 0.0)  # patient position (mm), subtracted
+
+    def __post_init__(self) -> None:
+        d, h, w = self.shape
+        sz, sy, sx = self.spacing
+        oz, oy, ox = self.offset
+        self.axes = ((np.arange(d) + 0.5) * sz - oz, (np.arange(h) + 0.5 - h / 2) * sy - oy,
+                     (np.arange(w) + 0.5 - w / 2) * sx - ox)
+        self.z = self.axes[0][:, None, None]  # (D,1,1)
+        self.y = self.axes[1][None, :, None]  # (1,H,1)
+        self.x = self.axes[2][None, None, :]  # (1,1,W)
+
+    @property
+    def fov(self) -> np.ndarray:
+        return np.asarray(self.shape) * np.asarray(self.spacing)
+
+    def box(self, lo, hi):
+        """Slices of the voxels whose centres lie in [lo, hi] mm, and their local coordinates."""
+        sl = tuple(slice(int(np.searchsorted(c, a)), int(np.searchsorted(c, b, side="right")))
+                   for c, a, b in zip(self.axes, lo, hi, strict=True))
+        return sl, self.z[sl[0]], self.y[:, sl[1]], self.x[:, :, sl[2]]
+
+    def point(self, idx) -> np.ndarray:
+        return np.array([self.axes[a][int(i)] for a, i in enumerate(idx)])
+
+    def ellipsoid(self, c, r, pad: float = 0.0):
+        """(slices, q): q = normalised radius (1 on the surface) in the bounding box grown by pad mm."""
+        c, r = np.asarray(c, float), np.asarray(r, float)
+        sl, z, y, x = self.box(c - r - pad, c + r + pad)
+        return sl, np.sqrt(((z - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((x - c[2]) / r[2]) ** 2)
+
+    def segment(self, p0, p1, pad: float):
+        """(slices, dist, t): distance to the segment p0-p1 and the position t in [0, 1] along it."""
+        p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
+        sl, z, y, x = self.box(np.minimum(p0, p1) - pad, np.maximum(p0, p1) + pad)
+        d = p1 - p0
+        t = np.clip(((z - p0[0]) * d[0] + (y - p0[1]) * d[1] + (x - p0[2]) * d[2]) / max(d @ d, 1e-6), 0, 1)
+        dist = np.sqrt((z - p0[0] - t * d[0]) ** 2 + (y - p0[1] - t * d[1]) ** 2
+                       + (x - p0[2] - t * d[2]) ** 2)
+        return sl, dist, t
+
+
 @dataclass(frozen=True)
 class PhantomConfig:
+    """Voxel grid and acquisition noise; anatomy comes from PatientAnatomy, findings from labels."""
+
     shape: tuple[int, int, int] = (64, 128, 128)  # (D, H, W)
     spacing_mm: tuple[float, float, float] = (5.0, 2.8, 2.8)  # (z, y, x)
     noise_hu: float = 12.0  # noise std; smooth kernel x0.7, sharp kernel x1.4
@@ -85,6 +129,8 @@ class PatientAnatomy:
 
 @dataclass
 class Phantom:
+    """One reconstruction: what a CT-RATE volume, its TotalSegmentator map and ReXGroundingCT masks hold."""
+
     hu: np.ndarray  # int16 (D,H,W)
     anatomy: np.ndarray  # uint8 (D,H,W), ANATOMY_CLASSES
     lesions: np.ndarray  # uint8 (F,D,H,W), one binary channel per finding
@@ -101,7 +147,6 @@ def _normal_anatomy(rng: np.random.Generator, cfg: PhantomConfig, p: PatientAnat
     sz, sy, sx = cfg.spacing_mm
     g = Grid(cfg.shape, (sz, round(sy * j, 4), round(sx * j, 4)), p.shift_mm)
     cv = Canvas(cfg.shape)
-    full = (slice(None),) * 3
     fz, _, fx = g.fov
     Y, X = g.y[0], g.x[0]  # (H,1), (1,W)
 
@@ -135,11 +180,11 @@ def _normal_anatomy(rng: np.random.Generator, cfg: PhantomConfig, p: PatientAnat
     post2 = (((rc2 > 64) & (rc2 <= 196) & (Y >= canal_y - 4)) | ((np.abs(X) < 4) & (Y > canal_y) &
              (Y < canal_y + 26)) | ((np.abs(X) < 32) & (np.abs(Y - canal_y + 2) < 4))) & musc2 & (rc2 > 64)
     disc = (g.z % 28) < 5  # (D,1,1)
-    cv.paint(full, (r2 <= rv**2)[None] & disc, hu=HU["disc"])
-    cv.paint(full, (r2 <= rv**2)[None] & ~disc, hu=np.where(r2 >= (rv - 2.5) ** 2, HU["cortex"],
+    cv.paint(FULL, (r2 <= rv**2)[None] & disc, hu=HU["disc"])
+    cv.paint(FULL, (r2 <= rv**2)[None] & ~disc, hu=np.where(r2 >= (rv - 2.5) ** 2, HU["cortex"],
              HU["cancellous"])[None], label=CLS["vertebrae"])
-    cv.paint(full, np.broadcast_to(post2[None], cfg.shape), hu=HU["bone"], label=CLS["vertebrae"])
-    cv.paint(full, np.broadcast_to((rc2 <= 64)[None], cfg.shape), hu=HU["csf"])
+    cv.paint(FULL, np.broadcast_to(post2[None], cfg.shape), hu=HU["bone"], label=CLS["vertebrae"])
+    cv.paint(FULL, np.broadcast_to((rc2 <= 64)[None], cfg.shape), hu=HU["csf"])
 
     # Ribs: a shell outside the cavity, banded in z and sloping down anteriorly; sternum in front.
     shell2 = (ell(cax, cay) > 1) & (ell(cax + 11, cay + 11) <= 1) & (np.abs(X) >= 22)
@@ -148,7 +193,7 @@ def _normal_anatomy(rng: np.random.Generator, cfg: PhantomConfig, p: PatientAnat
     cv.hu[:, ys, xs] = np.where(rib, HU["bone"], cv.hu[:, ys, xs])
     cv.anat[:, ys, xs] = np.where(rib, CLS["ribs"], cv.anat[:, ys, xs])
     st2 = (np.abs(X) < 14) & (Y > -cay - 12) & (Y < -cay + 1) & musc2
-    cv.paint(full, st2[None] & (g.z > z_car - 120) & (g.z < z_car + 60), hu=HU["sternum"],
+    cv.paint(FULL, st2[None] & (g.z > z_car - 120) & (g.z < z_car + 60), hu=HU["sternum"],
              label=CLS["sternum"])
 
     # Heart: myocardium around a contrast blood pool, resting on the diaphragm.
@@ -157,11 +202,11 @@ def _normal_anatomy(rng: np.random.Generator, cfg: PhantomConfig, p: PatientAnat
     hr = np.array([0.72, 0.68, 1.0]) * ctr * cax  # (z, y, x) semi-axes
     hc = np.array([recess + p.dome_mm + 0.5 * hr[0], -cay + hr[1] + 8, 0.25 * hr[2]])
     peri = float(rng.uniform(9, 16)) if "Pericardial effusion" in abnormalities else 0.0
-    sl, q = ellipsoid(g, hc, hr)
+    sl, q = g.ellipsoid(hc, hr)
     inside = cav2[sl[1:]][None]
     cv.paint(sl, (q <= 1) & inside, hu=np.where(q <= 1 - 9 / hr.mean(), HU["blood"], HU["myocardium"]),
              label=CLS["heart"])
-    rsl, rq = ellipsoid(g, hc, hr + peri + 3)
+    rsl, rq = g.ellipsoid(hc, hr + peri + 3)
     reserved = np.zeros(cfg.shape, bool)
     reserved[rsl] = rq <= 1
 
@@ -188,12 +233,13 @@ def _normal_anatomy(rng: np.random.Generator, cfg: PhantomConfig, p: PatientAnat
     pa_end = {"right": np.array([z_car - 25, y_tr - 8, -0.38 * cax]),
               "left": np.array([z_car - 28, y_tr + 5, 0.40 * cax])}
     la = hc + np.array([0.3, 0.75, 0.0]) * hr
-    pv_end = {s: np.array([z_car - 60, y_tr + 10, sgn * 0.34 * cax]) for s, sgn in (("right", -1), ("left", 1))}
+    pv_end = {"right": np.array([z_car - 60, y_tr + 10, -0.34 * cax]),
+              "left": np.array([z_car - 60, y_tr + 10, 0.34 * cax])}
     tubes = [(pa0, pab, 13, "pulmonary_artery", HU["pa"])]
     tubes += [(pab, pa_end[s], 10, "pulmonary_artery", HU["pa"]) for s in pa_end]
     tubes += [(la, pv_end[s], 7, "pulmonary_vein", HU["pv"]) for s in pv_end]
     for a, b, r, name, hu in tubes:
-        tsl, dist, _ = segment(g, a, b, r)
+        tsl, dist, _ = g.segment(a, b, r)
         cv.paint(tsl, (dist <= r) & (cv.anat[tsl] == CLS["body"]) & cav2[tsl[1:]][None], hu=hu,
                  label=CLS[name])
 
@@ -215,12 +261,12 @@ def _normal_anatomy(rng: np.random.Generator, cfg: PhantomConfig, p: PatientAnat
     scene = Scene(g, cv, rng, (cax, cay), z_car, dome, hc, hr, peri, [asc, desc], (y_oes, 4.0), hila,
                   lambda a: np.array([-by * np.sin(a), bx * np.cos(a)]))
     is_lung = scene.lung(free=False)
-    tex = -855 + 14 * scene.field(8.0) + 30 * (g.y / cay)
+    tex = -855 + 14 * scene.smooth_noise(8.0) + 30 * (g.y / cay)
     cv.hu[is_lung] = np.broadcast_to(tex, cfg.shape)[is_lung]
 
     # Main bronchi and intrapulmonary vessel branches (these override lung voxels).
     for side in hila:
-        tsl, dist, _ = segment(g, carina, hila[side], 7)
+        tsl, dist, _ = g.segment(carina, hila[side], 7)
         cv.paint(tsl, dist <= 7, hu=np.where(dist <= 5, -1000.0, 50.0), label=CLS["bronchi"])
     for side in hila:
         lobes = [n for n in ANATOMY_CLASSES.values() if n.startswith("lung") and n.endswith(side)]
@@ -230,7 +276,7 @@ def _normal_anatomy(rng: np.random.Generator, cfg: PhantomConfig, p: PatientAnat
                 target = scene.pick(scene.lung(lobes, free=False))
                 if target is None:
                     continue
-                tsl, dist, t = segment(g, start, target, 5)
+                tsl, dist, t = g.segment(start, target, 5)
                 m = (dist <= 4.5 - 3.0 * t) & scene.lung(free=False, sl=tsl)
                 cv.paint(tsl, m, hu=hu, label=CLS[name])
     if cardio:
@@ -252,11 +298,12 @@ def _arch(g: Grid, cv: Canvas, a: np.ndarray, b: np.ndarray, z0: float, r: float
     cv.paint(sl, (dist <= r) & (cv.anat[sl] == CLS["body"]), hu=HU["blood"], label=CLS["aorta"])
 
 
-def _reconstruct(hu: np.ndarray, rng: np.random.Generator, cfg: PhantomConfig, recon: int) -> np.ndarray:
-    """Odd reconstructions: smooth kernel, low noise. Even: sharp kernel, more noise. int16 (D,H,W)."""
+def _reconstruct(hu: np.ndarray, rng: np.random.Generator, noise_hu: float, spacing,
+                 recon: int) -> np.ndarray:
+    """Odd reconstructions: smooth kernel (1.5 mm in-plane blur), low noise. Even: sharp, noisier. int16."""
     sharp = recon % 2 == 0
-    img = hu if sharp else ndi.gaussian_filter(hu, (0.3, 0.7, 0.7))
-    noise = rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(cfg.noise_hu * (1.4 if sharp else 0.7))
+    img = hu if sharp else ndi.gaussian_filter(hu, (0.0, 1.5 / spacing[1], 1.5 / spacing[2]))
+    noise = rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(noise_hu * (1.4 if sharp else 0.7))
     return np.clip(np.rint(img + noise), -1024, 3071).astype(np.int16)
 
 
@@ -268,15 +315,16 @@ def make_reconstructions(rng: np.random.Generator, cfg: PhantomConfig, abnormali
         raise ValueError(f"unknown abnormalities {sorted(unknown)}; use CT_RATE_LABELS names")
     scene = _normal_anatomy(rng, cfg, patient, abnormalities)
     render_abnormalities(scene, abnormalities)
-    cv = scene.canvas
-    keep = [k for k in range(len(cv.lesions)) if np.any(cv.owner == k + 1)]
+    cv, spacing = scene.canvas, scene.grid.spacing
+    counts = np.bincount(cv.owner.ravel(), minlength=len(cv.lesions) + 1)
+    keep = [k for k in range(len(cv.lesions)) if counts[k + 1]]  # findings left with visible voxels
     lesions = (cv.owner[None] == (np.array(keep, np.uint8) + 1)[:, None, None, None]).astype(np.uint8)
     noise_seed = int(rng.integers(2**63))
-    return [Phantom(hu=_reconstruct(cv.hu, np.random.default_rng([noise_seed, r]), cfg, r),
+    return [Phantom(hu=_reconstruct(cv.hu, np.random.default_rng([noise_seed, r]), cfg.noise_hu, spacing, r),
                     anatomy=cv.anat.copy(), lesions=lesions.copy(),
                     lesion_categories=[cv.lesions[k][0] for k in keep],
                     lesion_texts=[cv.lesions[k][1] for k in keep],
-                    spacing_mm=scene.grid.spacing, details=dict(scene.details)) for r in recons]
+                    spacing_mm=spacing, details=dict(scene.details)) for r in recons]
 
 
 def make_phantom(rng: np.random.Generator, cfg: PhantomConfig, abnormalities: set[str],
