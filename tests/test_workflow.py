@@ -39,7 +39,7 @@ def micro_config(workdir: Path) -> Path:
                          val_iterations_per_epoch=1, max_cases=6)
     cfg["stage2"].update(steps=3, batch_size=2)
     cfg["stage3"].update(steps=3, batch_size=2, vocab_size=300, max_text_tokens=48,
-                         decoder={"dim": 32, "n_layers": 2, "n_heads": 2})
+                         decoder={"dim": 32, "n_layers": 2, "n_heads": 2, "dropout": 0.0})
     cfg["generate"].update(max_new_tokens=8, batch_size=4)
     cfg["threads"] = 1
     path = workdir / "micro.yaml"
@@ -90,3 +90,29 @@ def test_one_experiment_reruns_alone(micro_run: Path) -> None:
     assert "stage3" in out and "generate" in out and "evaluate" in out
     for shared in ("rule stage1", "rule stage2", "rule preprocess_shard", "rule demo_data"):
         assert shared not in out
+
+
+def test_broken_volume_fails_its_shard_only(tmp_path: Path) -> None:
+    """A truncated volume: its shard fails naming the file; with --keep-going the others complete."""
+    (tmp_path / "config").symlink_to(REPO / "config")
+    (tmp_path / "workflow").symlink_to(REPO / "workflow")
+    cfg = micro_config(tmp_path)
+    res = _snakemake(tmp_path, "--cores", "2", "--configfile", str(cfg), "results/manifest/ct_rate.parquet")
+    assert res.returncode == 0, res.stderr[-3000:]
+    manifest = pd.read_parquet(tmp_path / "results" / "manifest" / "ct_rate.parquet")
+    victim = manifest.sort_values("volume_name").iloc[0]
+    path = Path(victim["image_path"])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    os.utime(tmp_path / "results" / "manifest" / "ct_rate.parquet")  # keep the manifest newer than the demo
+    res = _snakemake(tmp_path, "--cores", "2", "--keep-going", "--configfile", str(cfg),
+                     "results/models/stage2/cls_none")
+    assert res.returncode != 0
+    bad_shard = int(victim["shard"])
+    log = (tmp_path / "results" / "logs" / "preprocess" / f"shard_{bad_shard}.log").read_text()
+    assert victim["volume_name"] in log and path.name in log and "truncated" in log
+    assert not (tmp_path / "results" / "preprocessed" / "ct_rate" / f"shard_{bad_shard}").exists()
+    others = [k for k in manifest["shard"].unique() if k != bad_shard]
+    assert others
+    for k in others:
+        index = pd.read_parquet(tmp_path / "results" / "preprocessed" / "ct_rate" / f"shard_{k}" / "index.parquet")
+        assert len(index) == int((manifest["shard"] == k).sum())

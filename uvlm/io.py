@@ -8,10 +8,12 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import SimpleITK as sitk
+
+if TYPE_CHECKING:  # SimpleITK is imported where it is used, so array-only callers do not need it
+    import SimpleITK as sitk
 
 
 class VolumeError(RuntimeError):
@@ -63,12 +65,16 @@ def save_npy(arr: np.ndarray, path: str | Path) -> None:
 
 def write_image(img: sitk.Image, path: str | Path) -> None:
     """Write a SimpleITK image (NIfTI by extension) atomically, compressed."""
+    import SimpleITK as sitk
+
     with atomic_path(path, suffix=".nii.gz") as tmp:
         sitk.WriteImage(img, str(tmp), useCompression=True)
 
 
 def read_image(path: str | Path, case: str = "") -> sitk.Image:
     """Read a volume; a missing, empty or truncated file raises VolumeError naming case and file."""
+    import SimpleITK as sitk
+
     path = Path(path)
     label = f"case {case}: " if case else ""
     if not path.is_file():
@@ -104,6 +110,8 @@ def _check_gzip_size(path: Path, reader: sitk.ImageFileReader, label: str) -> No
 
 
 def _pixel_bytes(reader: sitk.ImageFileReader) -> int:
+    import SimpleITK as sitk
+
     return {sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2, sitk.sitkUInt32: 4,
             sitk.sitkInt32: 4, sitk.sitkFloat32: 4, sitk.sitkUInt64: 8, sitk.sitkInt64: 8,
             sitk.sitkFloat64: 8}.get(reader.GetPixelID(), 1)

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from uvlm.constants import CT_RATE_LABELS
+
 SECTIONS = ("airway", "mediastinum", "oesophagus", "lungs", "pleura", "abdomen_bones")
 SECTION_OF = {
     "Cardiomegaly": "mediastinum", "Pericardial effusion": "mediastinum",
@@ -214,6 +216,12 @@ RESOLVED = ["The previously described {name} has resolved.",
 STABLE = ["Compared with the previous examination, the {name} is stable."]
 
 
+# How often an absent finding is stated as negative, and an optional normal sentence is written.
+# Kept moderate so demo reports stay ~200 tokens (CT-RATE's are longer; the demo trains on a CPU).
+P_NEGATION = 0.35
+P_NEUTRAL = 0.4
+
+
 def _lobe(rng: np.random.Generator, lobe: str) -> str:
     _, part, _, side = lobe.split("_")
     return f"{part} lobe of the {side} lung" if rng.random() < 0.6 else f"{side} {part} lobe"
@@ -252,48 +260,54 @@ def _pick(rng: np.random.Generator, options: list[str]) -> str:
 
 
 def make_report(rng: np.random.Generator, abnormalities: set[str], details: dict) -> tuple[str, str]:
-    """(Findings_EN, Impressions_EN) for one scan; details come from Phantom.details (+ "previous")."""
-    sections: dict[str, list[str]] = {s: [] for s in SECTIONS}
+    """(Findings_EN, Impressions_EN) for one scan; details come from Phantom.details (+ "previous").
+
+    Sections and the findings within them follow a fixed anatomical order, as radiologists' report
+    templates do (CT-RATE's reports are written that way); phrasing, optional sentences and
+    negations vary. The order is what lets a small demo model learn where each finding is stated.
+    """
+    order = {label: i for i, label in enumerate(CT_RATE_LABELS)}
+    sections: dict[str, list[tuple[int, str]]] = {s: [] for s in SECTIONS}  # (order key, sentence)
     previous = set(details.get("previous", ()))
-    impressions = []
+    impressions: list[tuple[int, str]] = []
     both_calc = {"Arterial wall calcification", "Coronary artery wall calcification"} <= abnormalities
     joint_calc = both_calc and rng.random() < 0.5
-    for label in sorted(abnormalities):
-        section = SECTION_OF.get(label, "lungs")
+    for label in sorted(abnormalities, key=order.get):
+        section, key = SECTION_OF.get(label, "lungs"), order[label]
         for f in _fields(rng, label, details.get(label, {})):
             if joint_calc and label == "Arterial wall calcification":
-                sections[section].append(_pick(rng, BOTH_CALCIFIED))
+                sections[section].append((key, _pick(rng, BOTH_CALCIFIED)))
             elif not (joint_calc and label == "Coronary artery wall calcification"):
-                sections[section].append(_pick(rng, POSITIVE[label]).format(**f))
-            impressions.append(_pick(rng, IMPRESSION[label]).format(**f))
+                sections[section].append((key, _pick(rng, POSITIVE[label]).format(**f)))
+            impressions.append((key, _pick(rng, IMPRESSION[label]).format(**f)))
         if label in previous and label in NAME and rng.random() < 0.3:
-            sections[section].append(_pick(rng, STABLE).format(name=NAME[label]))
+            sections[section].append((key, _pick(rng, STABLE).format(name=NAME[label])))
 
-    absent = sorted(set(NEGATIVE) - abnormalities)
+    absent = sorted(set(NEGATIVE) - abnormalities, key=order.get)
     resolved = [x for x in absent if x in previous and x in RESOLVABLE and rng.random() < 0.7]
     for label in resolved:
-        sections[SECTION_OF.get(label, "lungs")].append(_pick(rng, RESOLVED).format(name=NAME[label]))
-    negated = {x for x in absent if x not in resolved and rng.random() < 0.5}
-    for pair in rng.permutation(len(NEGATIVE_PAIRS)):
-        labels, options = list(NEGATIVE_PAIRS.items())[pair]
+        sections[SECTION_OF.get(label, "lungs")].append((order[label], _pick(rng, RESOLVED).format(name=NAME[label])))
+    negated = {x for x in absent if x not in resolved and rng.random() < P_NEGATION}
+    for labels, options in NEGATIVE_PAIRS.items():
         if set(labels) <= negated and rng.random() < 0.6:
-            sections[SECTION_OF.get(labels[0], "lungs")].append(_pick(rng, options))
+            key = min(order[x] for x in labels)
+            sections[SECTION_OF.get(labels[0], "lungs")].append((key, _pick(rng, options)))
             negated -= set(labels)
-    for label in sorted(negated):
-        sections[SECTION_OF.get(label, "lungs")].append(_pick(rng, NEGATIVE[label]))
+    for label in sorted(negated, key=order.get):
+        sections[SECTION_OF.get(label, "lungs")].append((order[label], _pick(rng, NEGATIVE[label])))
 
     for name, neutral in NEUTRAL.items():
         if name == "oesophagus" and "Hiatal hernia" in abnormalities:
             continue
         if name == "airway":  # one airway sentence, as in CT-RATE
-            sections[name].append(_pick(rng, neutral))
+            sections[name].append((-1, _pick(rng, neutral)))
         else:
-            sections[name] += [s for s in neutral if rng.random() < 0.6]
+            sections[name] += [(-1, s) for s in neutral if rng.random() < P_NEUTRAL]
     text = []
     for name in SECTIONS:
-        sentences = [sections[name][i] for i in rng.permutation(len(sections[name]))]
+        sentences = [sentence for _, sentence in sorted(sections[name], key=lambda item: item[0])]
         if name == "lungs" and sentences and rng.random() < 0.3:
             sentences[0] = "When examined in the lung parenchyma window; " + sentences[0]
         text += sentences
-    impression = [impressions[i] for i in rng.permutation(len(impressions))] or [_pick(rng, NO_FINDINGS)]
-    return " ".join(text), " ".join(impression)
+    impression = [sentence for _, sentence in sorted(impressions, key=lambda item: item[0])]
+    return " ".join(text), " ".join(impression or [_pick(rng, NO_FINDINGS)])

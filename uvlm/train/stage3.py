@@ -50,7 +50,8 @@ def build_model_config(enc_cfg: EncoderConfig, grid: tuple[int, int, int], decod
     """The report model's config from pipeline settings; visual tokens = the deepest stage's voxels."""
     n_visual = math.prod(enc_cfg.stage_shapes(grid)[-1])
     dec = DecoderConfig(vocab_size=vocab_size, dim=decoder["dim"], n_layers=decoder["n_layers"],
-                        n_heads=decoder["n_heads"], max_seq_len=n_visual + 2 + max_text_tokens + 8)
+                        n_heads=decoder["n_heads"], dropout=decoder.get("dropout", 0.0),
+                        max_seq_len=n_visual + 2 + max_text_tokens + 8)
     inj = InjectionConfig(stage_channels=list(enc_cfg.features_per_stage), lm_dim=decoder["dim"], mode=injection)
     return ReportModelConfig(decoder=dec, injection=inj, n_visual_tokens=n_visual, freeze_encoder=freeze,
                              **special.model_kwargs())
