@@ -116,3 +116,18 @@ def test_broken_volume_fails_its_shard_only(tmp_path: Path) -> None:
     for k in others:
         index = pd.read_parquet(tmp_path / "results" / "preprocessed" / "ct_rate" / f"shard_{k}" / "index.parquet")
         assert len(index) == int((manifest["shard"] == k).sum())
+
+
+def test_stage2_under_torchrun_ddp_on_cpu(micro_run: Path, tmp_path: Path) -> None:
+    """The multi-process path: two DDP ranks (gloo on CPU) train Stage 2; rank 0 writes the folder."""
+    pre = sorted(str(p) for p in (micro_run / "results" / "preprocessed" / "ct_rate").glob("shard_*"))
+    out = tmp_path / "cls_ddp"
+    cmd = ["torchrun", "--standalone", "--nproc_per_node", "2", "--no-python", "uvlm",
+           "--config", str(micro_run / "results" / "config" / "effective.json"), "stage2",
+           "--manifest", str(micro_run / "results" / "manifest" / "ct_rate.parquet"),
+           "--preprocessed", *pre, "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=micro_run)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (out / "model.safetensors").is_file() and (out / "encoder_config.json").is_file()
+    assert len(pd.read_csv(out / "training_log.csv")) == 3

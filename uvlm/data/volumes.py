@@ -43,7 +43,7 @@ class VolumeDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         arr = np.load(self.paths[i], mmap_mode="r")  # (D, H, W) float16
         return {"image": torch.from_numpy(np.asarray(arr, dtype=np.float32))[None],
-                "labels": torch.from_numpy(self.labels[i]), "text": self.texts[i], "name": self.names[i]}
+                "labels": torch.tensor(self.labels[i]), "text": self.texts[i], "name": self.names[i]}
 
 
 def random_batches(n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> Iterator[list[int]]:

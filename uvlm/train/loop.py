@@ -72,6 +72,23 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def from_section(cls: type, section: dict):
+    """Build a stage's config dataclass from its config section (keys the dataclass does not name
+    are ignored; missing keys fall back to the dataclass defaults)."""
+    return cls(**{k: section[k] for k in cls.__dataclass_fields__ if k in section})
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: list, clip: float,
+                   stage: str, step: int) -> None:
+    """Stop on a non-finite loss (before touching the weights), else backward, clip and step."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{stage}: loss is {loss.item()} at step {step}; no checkpoint written")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, clip)
+    optimizer.step()
+
+
 def poly_lr(base: float, step: int, total: int, exponent: float = 0.9) -> float:
     return base * (1 - step / max(total, 1)) ** exponent
 

@@ -41,8 +41,9 @@ class Stage1Config:
 
     @classmethod
     def from_config(cls, cfg: dict) -> Stage1Config:
-        keys = cls.__dataclass_fields__
-        return cls(**{k: cfg[k] for k in keys if k in cfg})
+        from uvlm.train.loop import from_section
+
+        return from_section(cls, cfg)
 
 
 def _set_nnunet_paths(work_dir: Path, raw_root: Path) -> None:

@@ -17,6 +17,8 @@ from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder, save
 from uvlm.train.loop import (
     Progress,
     autocast,
+    from_section,
+    optimizer_step,
     set_lr,
     setup_runtime,
     teardown,
@@ -36,10 +38,27 @@ class Stage2Config:
     weight_decay: float
     grad_clip: float
     num_heads: int = 4
+    augment: bool = True
+
 
     @classmethod
     def from_config(cls, cfg: dict) -> Stage2Config:
-        return cls(**{k: cfg[k] for k in cls.__dataclass_fields__})
+        return from_section(cls, cfg)
+
+
+def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Label-preserving augmentation for whole-volume classification (B, 1, D, H, W).
+
+    Left-right flips (none of the 18 labels is lateralised), shifts of up to 2 voxels per axis and
+    +-10% intensity scaling. Not used for report generation, where 'left'/'right' are in the text.
+    """
+    b = images.shape[0]
+    flip = torch.rand(b, generator=gen) < 0.5
+    images = torch.where(flip[:, None, None, None, None], images.flip(-1), images)
+    shifts = torch.randint(-2, 3, (3,), generator=gen).tolist()
+    images = torch.roll(images, shifts=shifts, dims=(2, 3, 4))
+    scale = 1 + 0.1 * (2 * torch.rand(b, 1, 1, 1, 1, generator=gen) - 1)
+    return images * scale
 
 
 def pos_weight(labels: np.ndarray) -> torch.Tensor:
@@ -88,19 +107,16 @@ def train_stage2(train: VolumeDataset, valid: VolumeDataset, init_dir: str | Pat
     ddp_model = wrap_ddp(model, rt)
     batches = random_batches(len(train), cfg.batch_size, seed, rt.rank, rt.world)
     progress = Progress(cfg.steps, name="stage2")
+    gen = torch.Generator().manual_seed(seed + rt.rank)
     model.train()
     for step in range(1, cfg.steps + 1):
         set_lr(optimizer, step - 1, cfg.steps)
         batch = collate([train[i] for i in next(batches)])
+        images = augment(batch["image"], gen) if cfg.augment else batch["image"]
         with autocast(rt.device):
-            logits = ddp_model(batch["image"].to(rt.device))
+            logits = ddp_model(images.to(rt.device))
         loss = criterion(logits.float(), batch["labels"].to(rt.device))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"stage 2: loss is {loss.item()} at step {step}; no checkpoint written")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        optimizer_step(loss, optimizer, list(model.parameters()), cfg.grad_clip, "stage 2", step)
         progress.update(step, loss.item(), optimizer.param_groups[0]["lr"], cfg.batch_size)
     metrics = classification_metrics(valid.labels, predict(model, valid, rt.device))
     log.info("stage 2 validation: macro AUC %.3f, macro F1 %.3f", metrics["macro_auc"], metrics["macro_f1"])

@@ -20,6 +20,8 @@ from uvlm.text.tokenizer import SpecialIds, encode_report, load_tokenizer
 from uvlm.train.loop import (
     Progress,
     autocast,
+    from_section,
+    optimizer_step,
     set_lr,
     setup_runtime,
     teardown,
@@ -42,7 +44,7 @@ class Stage3Config:
 
     @classmethod
     def from_config(cls, cfg: dict) -> Stage3Config:
-        return cls(**{k: cfg[k] for k in cls.__dataclass_fields__})
+        return from_section(cls, cfg)
 
 
 def build_model_config(enc_cfg: EncoderConfig, grid: tuple[int, int, int], decoder: dict, vocab_size: int,
@@ -104,12 +106,7 @@ def train_stage3(train: VolumeDataset, tokenizer_path: str | Path, init_dir: str
         ids = pad_batch([texts[i] for i in idx], special.pad_id).to(rt.device)
         with autocast(rt.device):
             loss = ddp_model(images, ids)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"stage 3: loss is {loss.item()} at step {step}; no checkpoint written")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.grad_clip)
-        optimizer.step()
+        optimizer_step(loss, optimizer, [p for g in groups for p in g["params"]], cfg.grad_clip, "stage 3", step)
         progress.update(step, loss.item(), optimizer.param_groups[0]["lr"], cfg.batch_size)
     if rt.is_main:
         config = {"stage": 3, "model": mcfg.to_dict(), "train": asdict(cfg), "grid": list(grid),
