@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -53,7 +52,7 @@ def micro_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (workdir / "config").symlink_to(REPO / "config")
     (workdir / "workflow").symlink_to(REPO / "workflow")
     cfg = micro_config(workdir)
-    res = _snakemake(workdir, "--cores", "2", "--configfile", str(cfg), "all")
+    res = _snakemake(workdir, "--cores", "2", f"--configfile={cfg}", "all")
     assert res.returncode == 0, res.stderr[-4000:]
     return workdir
 
@@ -76,20 +75,28 @@ def test_micro_demo_runs_end_to_end(micro_run: Path) -> None:
 
 
 def test_nothing_to_do_after_a_run(micro_run: Path) -> None:
-    res = _snakemake(micro_run, "-n", "--configfile", str(micro_run / "micro.yaml"), "all")
+    res = _snakemake(micro_run, "-n", f"--configfile={micro_run / 'micro.yaml'}", "all")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "Nothing to be done" in res.stdout + res.stderr
 
 
 def test_one_experiment_reruns_alone(micro_run: Path) -> None:
-    target = "results/metrics/rep_only.json"
-    shutil.rmtree(micro_run / "results" / "models" / "stage3" / "rep_only")
-    res = _snakemake(micro_run, "-n", "--configfile", str(micro_run / "micro.yaml"), target)
+    """Changing one experiment's setting reruns its own jobs only; shared stages are not redone."""
+    cfg = yaml.safe_load((micro_run / "micro.yaml").read_text())
+    cfg["experiments"]["rep_only"]["injection"] = "input_only"
+    changed = micro_run / "micro_changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    res = _snakemake(micro_run, "-n", f"--configfile={changed}", "results/metrics/rep_only.json")
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-2000:]
-    assert "stage3" in out and "generate" in out and "evaluate" in out
-    for shared in ("rule stage1", "rule stage2", "rule preprocess_shard", "rule demo_data"):
+    for job in ("rule stage3", "rule generate", "rule evaluate"):
+        assert job in out
+    for shared in ("rule stage1", "rule stage2", "rule preprocess_shard", "rule demo_data", "rule tokenizer"):
         assert shared not in out
+    res = _snakemake(micro_run, "-n", f"--configfile={changed}", "all")
+    out = res.stdout + res.stderr
+    assert "results/models/stage3/seg_cl_cls_rep" not in out  # the other experiment is untouched
+    assert "rule tables" in out
 
 
 def test_broken_volume_fails_its_shard_only(tmp_path: Path) -> None:
@@ -97,14 +104,14 @@ def test_broken_volume_fails_its_shard_only(tmp_path: Path) -> None:
     (tmp_path / "config").symlink_to(REPO / "config")
     (tmp_path / "workflow").symlink_to(REPO / "workflow")
     cfg = micro_config(tmp_path)
-    res = _snakemake(tmp_path, "--cores", "2", "--configfile", str(cfg), "results/manifest/ct_rate.parquet")
+    res = _snakemake(tmp_path, "--cores", "2", f"--configfile={cfg}", "results/manifest/ct_rate.parquet")
     assert res.returncode == 0, res.stderr[-3000:]
     manifest = pd.read_parquet(tmp_path / "results" / "manifest" / "ct_rate.parquet")
     victim = manifest.sort_values("volume_name").iloc[0]
     path = Path(victim["image_path"])
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     os.utime(tmp_path / "results" / "manifest" / "ct_rate.parquet")  # keep the manifest newer than the demo
-    res = _snakemake(tmp_path, "--cores", "2", "--keep-going", "--configfile", str(cfg),
+    res = _snakemake(tmp_path, "--cores", "2", "--keep-going", f"--configfile={cfg}",
                      "results/models/stage2/cls_none")
     assert res.returncode != 0
     bad_shard = int(victim["shard"])
