@@ -72,3 +72,9 @@ def test_stage1_trains_with_nnunet_and_hands_over_encoder(tmp_path: Path) -> Non
     assert cfg_loaded == ENC
     feats = encoder(torch.zeros(1, 1, 16, 16, 16))
     assert [f.shape[1] for f in feats] == [4, 8, 16]
+
+    # Same config and seed, fresh work folder: the same weights (nnU-Net's sampling and
+    # augmentation draw from the global generators, which Stage 1 seeds).
+    run_stage1(ds, tmp_path / "work2", tmp_path / "stage1_again", ENC, cfg, torch.device("cpu"))
+    again = load_file(str(tmp_path / "stage1_again" / "encoder.safetensors"))
+    assert all(torch.equal(trained[k], again[k]) for k in trained)

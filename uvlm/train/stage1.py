@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
@@ -113,6 +115,9 @@ def run_stage1(dataset_dir: str | Path, work_dir: str | Path, out_dir: str | Pat
     # The planner sizes torch's thread pool from this variable (must be > 0); training reads it
     # as the number of augmentation processes (0 = in-process, deterministic).
     os.environ["nnUNet_n_proc_DA"] = str(max(1, torch.get_num_threads()))
+    # nnU-Net's data loader and augmentation draw from numpy's and Python's global generators.
+    random.seed(seed)
+    np.random.seed(seed)
     torch.manual_seed(seed)
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
