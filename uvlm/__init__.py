@@ -1,1 +1,1 @@
-"""U-VLM pipeline."""
+"""U-VLM pipeline: 3D CT volumes to radiology reports (see README.md)."""

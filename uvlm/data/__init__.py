@@ -1,1 +1,1 @@
-"""U-VLM pipeline."""
+"""Dataset ingest (CT-RATE) and the manifest schema; torch datasets for training."""

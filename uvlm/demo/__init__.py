@@ -1,1 +1,1 @@
-"""U-VLM pipeline."""
+"""Synthetic chest-CT demo data in the exact CT-RATE layout."""

@@ -1,1 +1,1 @@
-"""U-VLM pipeline."""
+"""Label extraction from report text, metrics and result tables."""

@@ -1,1 +1,1 @@
-"""U-VLM pipeline."""
+"""Label maps (YAML) and merging of anatomy and lesion masks into granularities."""

@@ -1,1 +1,1 @@
-"""U-VLM pipeline."""
+"""Whole-volume preprocessing for Stages 2 and 3."""

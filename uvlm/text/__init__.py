@@ -1,1 +1,1 @@
-"""U-VLM pipeline."""
+"""Report tokenisation (BPE trained on the training split)."""

@@ -1,1 +1,1 @@
-"""U-VLM pipeline."""
+"""The three training stages and their shared machinery."""
