@@ -72,6 +72,38 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+@dataclass
+class OptimConfig:
+    """Optimisation settings both report-side stages share (AdamW, poly LR, clipping)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    encoder_lr_mult: float   # encoder LR = lr * this; 0 freezes the encoder
+    weight_decay: float
+    grad_clip: float
+
+    @classmethod
+    def from_config(cls, section: dict):
+        return from_section(cls, section)
+
+
+def adamw(head_params: list, encoder_params: list, cfg: OptimConfig,
+          freeze_encoder: bool = False) -> torch.optim.AdamW:
+    """AdamW with the encoder in its own group at lr * encoder_lr_mult (none if frozen or 0)."""
+    groups = [{"params": head_params, "base_lr": cfg.lr}]
+    if freeze_encoder or cfg.encoder_lr_mult == 0:
+        for p in encoder_params:
+            p.requires_grad_(False)
+    else:
+        groups.append({"params": encoder_params, "base_lr": cfg.lr * cfg.encoder_lr_mult})
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def trained_params(optimizer: torch.optim.Optimizer) -> list:
+    return [p for g in optimizer.param_groups for p in g["params"]]
+
+
 def from_section(cls: type, section: dict):
     """Build a stage's config dataclass from its config section (keys the dataclass does not name
     are ignored; missing keys fall back to the dataclass defaults)."""

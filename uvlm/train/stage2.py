@@ -15,13 +15,15 @@ from uvlm.data.volumes import VolumeDataset, collate, random_batches
 from uvlm.models.cls_head import ClsHeadConfig, QueryClassificationHead, Stage2Classifier
 from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder, save_encoder
 from uvlm.train.loop import (
+    OptimConfig,
     Progress,
+    adamw,
     autocast,
-    from_section,
     optimizer_step,
     set_lr,
     setup_runtime,
     teardown,
+    trained_params,
     wrap_ddp,
     write_model_folder,
 )
@@ -30,20 +32,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Stage2Config:
-    steps: int
-    batch_size: int
-    lr: float
-    encoder_lr_mult: float
-    weight_decay: float
-    grad_clip: float
-    num_heads: int = 4
-    augment: bool = True
-
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> Stage2Config:
-        return from_section(cls, cfg)
+class Stage2Config(OptimConfig):
+    num_heads: int = 4      # cross-attention heads of the query head
+    augment: bool = True    # label-preserving augmentation (see augment())
 
 
 def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -97,12 +88,7 @@ def train_stage2(train: VolumeDataset, valid: VolumeDataset, init_dir: str | Pat
     head = QueryClassificationHead(ClsHeadConfig(enc_cfg.features_per_stage[-1], len(CT_RATE_LABELS),
                                                  cfg.num_heads))
     model = Stage2Classifier(encoder, head).to(rt.device)
-    groups = [{"params": list(head.parameters()), "base_lr": cfg.lr}]
-    if cfg.encoder_lr_mult > 0:
-        groups.append({"params": list(encoder.parameters()), "base_lr": cfg.lr * cfg.encoder_lr_mult})
-    else:
-        encoder.requires_grad_(False)
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adamw(list(head.parameters()), list(encoder.parameters()), cfg)
     criterion = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight(train.labels).to(rt.device))
     ddp_model = wrap_ddp(model, rt)
     batches = random_batches(len(train), cfg.batch_size, seed, rt.rank, rt.world)
@@ -116,7 +102,7 @@ def train_stage2(train: VolumeDataset, valid: VolumeDataset, init_dir: str | Pat
         with autocast(rt.device):
             logits = ddp_model(images.to(rt.device))
         loss = criterion(logits.float(), batch["labels"].to(rt.device))
-        optimizer_step(loss, optimizer, list(model.parameters()), cfg.grad_clip, "stage 2", step)
+        optimizer_step(loss, optimizer, trained_params(optimizer), cfg.grad_clip, "stage 2", step)
         progress.update(step, loss.item(), optimizer.param_groups[0]["lr"], cfg.batch_size)
     metrics = classification_metrics(valid.labels, predict(model, valid, rt.device))
     log.info("stage 2 validation: macro AUC %.3f, macro F1 %.3f", metrics["macro_auc"], metrics["macro_f1"])

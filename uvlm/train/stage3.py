@@ -18,13 +18,15 @@ from uvlm.models.injection import InjectionConfig
 from uvlm.models.report_model import ReportGenerator, ReportModelConfig
 from uvlm.text.tokenizer import SpecialIds, encode_report, load_tokenizer
 from uvlm.train.loop import (
+    OptimConfig,
     Progress,
+    adamw,
     autocast,
-    from_section,
     optimizer_step,
     set_lr,
     setup_runtime,
     teardown,
+    trained_params,
     wrap_ddp,
     write_model_folder,
 )
@@ -33,18 +35,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Stage3Config:
-    steps: int
-    batch_size: int
-    lr: float
-    encoder_lr_mult: float
-    weight_decay: float
-    grad_clip: float
-    max_text_tokens: int
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> Stage3Config:
-        return from_section(cls, cfg)
+class Stage3Config(OptimConfig):
+    max_text_tokens: int = 288  # reports are cut to this many tokens (bos/eos included)
 
 
 def build_model_config(enc_cfg: EncoderConfig, grid: tuple[int, int, int], decoder: dict, vocab_size: int,
@@ -90,10 +82,7 @@ def train_stage3(train: VolumeDataset, tokenizer_path: str | Path, init_dir: str
     model = ReportGenerator(mcfg, encoder).to(rt.device)
     enc_params = list(model.encoder.parameters())
     enc_ids = {id(p) for p in enc_params}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in enc_ids], "base_lr": cfg.lr}]
-    if not freeze_encoder and cfg.encoder_lr_mult > 0:
-        groups.append({"params": enc_params, "base_lr": cfg.lr * cfg.encoder_lr_mult})
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adamw([p for p in model.parameters() if id(p) not in enc_ids], enc_params, cfg, freeze_encoder)
     texts = [encode_report(tok, t, cfg.max_text_tokens) for t in train.texts]
     ddp_model = wrap_ddp(LossOf(model), rt)  # DDP syncs gradients only through forward()
     batches = random_batches(len(train), cfg.batch_size, seed, rt.rank, rt.world)
@@ -106,7 +95,7 @@ def train_stage3(train: VolumeDataset, tokenizer_path: str | Path, init_dir: str
         ids = pad_batch([texts[i] for i in idx], special.pad_id).to(rt.device)
         with autocast(rt.device):
             loss = ddp_model(images, ids)
-        optimizer_step(loss, optimizer, [p for g in groups for p in g["params"]], cfg.grad_clip, "stage 3", step)
+        optimizer_step(loss, optimizer, trained_params(optimizer), cfg.grad_clip, "stage 3", step)
         progress.update(step, loss.item(), optimizer.param_groups[0]["lr"], cfg.batch_size)
     if rt.is_main:
         config = {"stage": 3, "model": mcfg.to_dict(), "train": asdict(cfg), "grid": list(grid),
