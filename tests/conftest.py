@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +72,4 @@ def truncate_gzip(path: Path) -> None:
     """Cut a .nii.gz in half: a realistic 'download interrupted' file."""
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    assert len(gzip.compress(b"")) > 0  # gzip imported for readers of this helper
 
-
-def write_json(path: Path, obj: object) -> None:
-    path.write_text(json.dumps(obj))

@@ -22,7 +22,7 @@ def ct_rate_root(cfg: dict) -> Path:
     return Path(cfg["ct_rate_root"]) if cfg["ct_rate_root"] else Path("results/demo/ct_rate")
 
 
-def _split(cfg: dict, manifest: str, shard_dirs: list[str], split: str):
+def _split(manifest: str, shard_dirs: list[str], split: str):
     from uvlm.data.volumes import VolumeDataset, load_split
 
     return VolumeDataset(load_split(manifest, shard_dirs, split))
@@ -117,7 +117,7 @@ def cmd_stage2(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.models.encoder import EncoderConfig
     from uvlm.train.stage2 import Stage2Config, train_stage2
 
-    train_stage2(_split(cfg, a.manifest, a.preprocessed, "train"), _split(cfg, a.manifest, a.preprocessed, "valid"),
+    train_stage2(_split(a.manifest, a.preprocessed, "train"), _split(a.manifest, a.preprocessed, "valid"),
                  a.init or None, EncoderConfig.from_config(cfg["encoder"]), Stage2Config.from_config(cfg["stage2"]),
                  a.out, cfg["device"], cfg["threads"], cfg["seed"])
 
@@ -128,7 +128,7 @@ def cmd_stage3(a: argparse.Namespace, cfg: dict) -> None:
 
     exp = cfg["experiments"][a.experiment]
     s3 = cfg["stage3"]
-    train_stage3(_split(cfg, a.manifest, a.preprocessed, "train"), a.tokenizer, a.init or None,
+    train_stage3(_split(a.manifest, a.preprocessed, "train"), a.tokenizer, a.init or None,
                  EncoderConfig.from_config(cfg["encoder"]), tuple(cfg["preprocess"]["grid"]), s3["decoder"],
                  Stage3Config.from_config(s3), exp["freeze_encoder"] and bool(a.init), exp["injection"], a.out,
                  cfg["device"], cfg["threads"], cfg["seed"])
@@ -138,7 +138,7 @@ def cmd_generate(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.generate import generate_reports
 
     g = cfg["generate"]
-    generate_reports(a.model, _split(cfg, a.manifest, a.preprocessed, a.split), a.out, g["max_new_tokens"],
+    generate_reports(a.model, _split(a.manifest, a.preprocessed, a.split), a.out, g["max_new_tokens"],
                      g["batch_size"], cfg["device"], cfg["threads"])
 
 

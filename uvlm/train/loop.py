@@ -100,24 +100,21 @@ def adamw(head_params: list, encoder_params: list, cfg: OptimConfig,
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def trained_params(optimizer: torch.optim.Optimizer) -> list:
-    return [p for g in optimizer.param_groups for p in g["params"]]
-
-
 def from_section(cls: type, section: dict):
     """Build a stage's config dataclass from its config section (keys the dataclass does not name
     are ignored; missing keys fall back to the dataclass defaults)."""
     return cls(**{k: section[k] for k in cls.__dataclass_fields__ if k in section})
 
 
-def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: list, clip: float,
-                   stage: str, step: int) -> None:
-    """Stop on a non-finite loss (before touching the weights), else backward, clip and step."""
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, clip: float, stage: str,
+                   step: int) -> None:
+    """Stop on a non-finite loss (before touching the weights), else backward, clip the optimised
+    parameters' gradients and step."""
     if not torch.isfinite(loss):
         raise FloatingPointError(f"{stage}: loss is {loss.item()} at step {step}; no checkpoint written")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, clip)
+    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
     optimizer.step()
 
 

@@ -23,7 +23,6 @@ from uvlm.train.loop import (
     set_lr,
     setup_runtime,
     teardown,
-    trained_params,
     wrap_ddp,
     write_model_folder,
 )
@@ -102,7 +101,7 @@ def train_stage2(train: VolumeDataset, valid: VolumeDataset, init_dir: str | Pat
         with autocast(rt.device):
             logits = ddp_model(images.to(rt.device))
         loss = criterion(logits.float(), batch["labels"].to(rt.device))
-        optimizer_step(loss, optimizer, trained_params(optimizer), cfg.grad_clip, "stage 2", step)
+        optimizer_step(loss, optimizer, cfg.grad_clip, "stage 2", step)
         progress.update(step, loss.item(), optimizer.param_groups[0]["lr"], cfg.batch_size)
     metrics = classification_metrics(valid.labels, predict(model, valid, rt.device))
     log.info("stage 2 validation: macro AUC %.3f, macro F1 %.3f", metrics["macro_auc"], metrics["macro_f1"])

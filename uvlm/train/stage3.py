@@ -26,7 +26,6 @@ from uvlm.train.loop import (
     set_lr,
     setup_runtime,
     teardown,
-    trained_params,
     wrap_ddp,
     write_model_folder,
 )
@@ -95,7 +94,7 @@ def train_stage3(train: VolumeDataset, tokenizer_path: str | Path, init_dir: str
         ids = pad_batch([texts[i] for i in idx], special.pad_id).to(rt.device)
         with autocast(rt.device):
             loss = ddp_model(images, ids)
-        optimizer_step(loss, optimizer, trained_params(optimizer), cfg.grad_clip, "stage 3", step)
+        optimizer_step(loss, optimizer, cfg.grad_clip, "stage 3", step)
         progress.update(step, loss.item(), optimizer.param_groups[0]["lr"], cfg.batch_size)
     if rt.is_main:
         config = {"stage": 3, "model": mcfg.to_dict(), "train": asdict(cfg), "grid": list(grid),
