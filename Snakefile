@@ -14,6 +14,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/ingest.smk"
+include: "workflow/rules/pseudolabel.smk"
 include: "workflow/rules/labels.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
@@ -25,3 +26,4 @@ rule all:
     input:
         "results/tables/main.md",
         "results/tables/main.csv",
+        qc_tables(),

@@ -72,6 +72,12 @@ def test_micro_demo_runs_end_to_end(micro_run: Path) -> None:
     # Stage outputs shared by experiments exist once, named by what made them.
     assert (micro_run / "results" / "models" / "stage1" / "seg_CL" / "encoder.safetensors").is_file()
     assert (micro_run / "results" / "models" / "stage2" / "cls_seg_CL" / "model.safetensors").is_file()
+    # Stage 1 labels come from the classical labeler; its QC is scored against the phantoms' truth.
+    shard0 = micro_run / "results" / "pseudolabels" / "ct_rate" / "classical" / "shard_0"
+    assert (shard0 / "classes.json").is_file() and any((shard0 / "qc").glob("*.png"))
+    agreement = pd.read_csv(micro_run / "results" / "qc" / "ct_rate" / "classical" / "agreement.csv")
+    assert set(agreement["class"]) == {"lung_left", "lung_right", "airway", "bone"}
+    assert (agreement.set_index("class").loc[["lung_left", "lung_right"], "mean_dice"] > 0.8).all()
 
 
 def test_nothing_to_do_after_a_run(micro_run: Path) -> None:

@@ -44,7 +44,7 @@ def cmd_ingest(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.io import write_parquet
 
     root = Path(a.root) if a.root else ct_rate_root(cfg)
-    df = ingest_ct_rate(root, cfg["shard_size"], cfg["rexgrounding_root"] or None, cfg["anatomy_root"] or None)
+    df = ingest_ct_rate(root, cfg["shard_size"], cfg["rexgrounding_root"] or None)
     write_parquet(df, a.out)
     log.info("manifest: %d volumes (%d missing files), %d shards -> %s", len(df), int((~df["image_exists"]).sum()),
              int(df["shard"].max()) + 1, a.out)
@@ -59,7 +59,46 @@ def cmd_labels(a: argparse.Namespace, cfg: dict) -> None:
 
     maps = [load_label_map(cfg["label_map"], g) for g in a.granularities]
     rows = shard_rows(pd.read_parquet(a.manifest), a.shard)
-    label_shard(rows, maps, a.out, cfg["lesions_complete"], cfg["on_volume_error"])
+    label_shard(rows, maps, a.sources, a.out, cfg["lesions_complete"], cfg["on_volume_error"])
+
+
+def cmd_pseudolabel(a: argparse.Namespace, cfg: dict) -> None:
+    import pandas as pd
+    import torch
+
+    from uvlm.data.manifest import shard_rows
+    from uvlm.models.encoder import pick_device
+    from uvlm.pseudolabel.run import pseudolabel_shard
+
+    pl = cfg["pseudolabels"]
+    if a.labeler not in pl["labelers"]:
+        raise SystemExit(f"no labeler '{a.labeler}' in pseudolabels.labelers (has {sorted(pl['labelers'])})")
+    torch.set_num_threads(cfg["threads"])
+    rows = shard_rows(pd.read_parquet(a.manifest), a.shard)
+    rows = rows[rows["split"].isin(pl["splits"])]
+    pseudolabel_shard(rows, a.labeler, pl["labelers"][a.labeler], a.out, cfg["on_volume_error"],
+                      pick_device(cfg["device"]).type, cfg["threads"],
+                      default_folder=str(ct_rate_root(cfg) / "anatomy_masks"), montages=pl["montages"])
+
+
+def cmd_label_qc(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.evaluation.tables import write_table
+    from uvlm.labels.label_map import load_label_map
+    from uvlm.qc.summary import agreement, agreement_table, class_summary
+
+    out = Path(a.out)
+    table, missing = class_summary(a.shards)
+    write_table(table, out / "classes.csv", out / "classes.md",
+                f"Labeler {a.labeler}: volume per class over {int(table['cases_with_class'].max() if len(table) else 0)}"
+                " cases (ml, cases where the class is present) and cases missing each class.")
+    missing.to_csv(out / "missing.csv", index=False)
+    if a.reference:
+        per_case = agreement(a.shards, a.reference, load_label_map(cfg["label_map"], a.granularity))
+        per_case.to_csv(out / "agreement_per_case.csv", index=False)
+        summary = agreement_table(per_case)
+        write_table(summary, out / "agreement.csv", out / "agreement.md",
+                    f"Dice of {a.labeler} against the reference labeler, per {a.granularity} class.")
+        log.info("agreement with reference:\n%s", summary.to_string(index=False))
 
 
 def cmd_preprocess(a: argparse.Namespace, cfg: dict) -> None:
@@ -189,8 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     many = {"nargs": "+", "required": True}
     add("demo-data", cmd_demo_data, "write the synthetic CT-RATE-layout demo", ("out", {}))
     add("ingest", cmd_ingest, "CT-RATE root -> manifest parquet", ("--root", {"default": ""}), ("--out", req))
+    add("pseudolabel", cmd_pseudolabel, "run one anatomy labeler over one shard", ("--manifest", req),
+        ("--shard", {"type": int, **req}), ("--labeler", req), ("--out", req))
+    add("label-qc", cmd_label_qc, "per-class tables (and Dice against a reference) for one labeler",
+        ("--labeler", req), ("--shards", many), ("--reference", {"nargs": "*", "default": []}),
+        ("--granularity", {"default": "C"}), ("--out", req))
     add("labels", cmd_labels, "merge label maps for one shard", ("--manifest", req), ("--shard", {"type": int, **req}),
-        ("--granularities", many), ("--out", req))
+        ("--sources", many), ("--granularities", many), ("--out", req))
     add("preprocess", cmd_preprocess, "resample/normalise one shard", ("--manifest", req),
         ("--shard", {"type": int, **req}), ("--out", req))
     add("tokenizer", cmd_tokenizer, "train the BPE tokenizer on training reports", ("--manifest", req),

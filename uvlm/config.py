@@ -47,7 +47,20 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     for exp_name, exp in cfg["experiments"].items():
         if exp["seg"] is not None and exp["seg"] not in cfg["stage1"]["dataset_ids"]:
             raise ConfigError(f"experiment '{exp_name}': no stage1/dataset_ids entry for granularity {exp['seg']}")
+    _check_labelers(cfg["pseudolabels"])
     return cfg
+
+
+def _check_labelers(pl: dict[str, Any]) -> None:
+    names = [*pl["sources"], *([pl["reference"]] if pl["reference"] else [])]
+    unknown = [n for n in names if n not in pl["labelers"]]
+    if unknown:
+        raise ConfigError(f"config key 'pseudolabels': sources/reference name unknown labelers {unknown}")
+    needs = {"totalsegmentator": "weights_dir", "nnunet": "model_dir"}
+    for name, spec in pl["labelers"].items():
+        key = needs.get(spec["backend"])
+        if key and not spec.get(key):
+            raise ConfigError(f"config key 'pseudolabels/labelers/{name}': backend {spec['backend']} needs '{key}'")
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

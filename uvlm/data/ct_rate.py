@@ -107,8 +107,17 @@ def _lesion_index(rex_root: Path | None) -> dict[str, list[str]]:
     return index
 
 
-def ingest_ct_rate(root: str | Path, shard_size: int, rex_root: str | Path | None = None,
-                   anatomy_root: str | Path | None = None) -> pd.DataFrame:
+def _lesion_masks(folder: Path) -> dict[str, Path]:
+    """VolumeName -> mask file (.npz or .nii.gz) anywhere under segmentations/ (copies nest by split)."""
+    found: dict[str, Path] = {}
+    for dirpath, _dirs, files in os.walk(folder):
+        for f in files:
+            if f.endswith((".npz", ".nii.gz")):
+                found.setdefault(volume_stem(f.removesuffix(".npz")), Path(dirpath) / f)
+    return found
+
+
+def ingest_ct_rate(root: str | Path, shard_size: int, rex_root: str | Path | None = None) -> pd.DataFrame:
     """Build and validate the manifest of a CT-RATE root (see uvlm.data.manifest for the schema)."""
     root = Path(root).resolve()
     if not (root / "dataset").is_dir():
@@ -116,7 +125,7 @@ def ingest_ct_rate(root: str | Path, shard_size: int, rex_root: str | Path | Non
     volumes = find_volumes(root / "dataset")
     rex_root = Path(rex_root) if rex_root else root / "ReXGroundingCT"
     lesions = _lesion_index(rex_root)
-    anatomy_root = Path(anatomy_root) if anatomy_root else root / "anatomy_masks"
+    masks = _lesion_masks(rex_root / "segmentations") if lesions else {}
 
     frames = []
     for split in ("train", "valid"):
@@ -135,7 +144,6 @@ def ingest_ct_rate(root: str | Path, shard_size: int, rex_root: str | Path | Non
             path = volumes.get(name)
             m = meta.loc[name] if name in meta.index else {}
             findings, impressions = clean_field(rep["Findings_EN"]), clean_field(rep["Impressions_EN"])
-            anatomy = anatomy_root / f"{name}.nii.gz"
             row = {
                 "volume_name": name, "split": split, "patient_id": "_".join(parts[:2]),
                 "scan_id": "_".join(parts[:3]), "reconstruction": int(parts[3]),
@@ -148,12 +156,11 @@ def ingest_ct_rate(root: str | Path, shard_size: int, rex_root: str | Path | Non
                 "z_spacing": _to_float(m.get("ZSpacing", "")),
                 "rescale_intercept": _to_float(m.get("RescaleIntercept", "")),
                 "rescale_slope": _to_float(m.get("RescaleSlope", "")),
-                "anatomy_path": str(anatomy) if anatomy.is_file() else "",
                 "lesion_mask_path": "", "lesion_categories": "[]",
                 "labels_known": labels is not None and name in labels.index,
             }
             if name in lesions:
-                row["lesion_mask_path"] = str(rex_root / "segmentations" / f"{name}.npz")
+                row["lesion_mask_path"] = str(masks.get(name, rex_root / "segmentations" / f"{name}.npz"))
                 row["lesion_categories"] = json.dumps(lesions[name])
             for label in CT_RATE_LABELS:
                 row[label] = int(labels.loc[name, label]) if row["labels_known"] else 0

@@ -11,7 +11,6 @@ Columns (validated by `validate_manifest`):
   clinical_information, technique, findings, impressions   str ("" where CT-RATE says "Not given.")
   report_text        str   "Findings: {findings} Impressions: {impressions}" (the authors' target text)
   xy_spacing, z_spacing, rescale_intercept, rescale_slope   float (NaN when metadata is absent)
-  anatomy_path       str   anatomy label map for this volume, "" if none
   lesion_mask_path   str   ReXGroundingCT-style mask (.npz), "" if none
   lesion_categories  str   JSON list of the mask channels' category codes, "[]" if none
   labels_known       bool  whether the 18 CT-RATE labels were given
@@ -27,7 +26,7 @@ from uvlm.constants import CT_RATE_LABELS
 
 STRING_COLUMNS = (
     "volume_name", "split", "patient_id", "scan_id", "image_path", "clinical_information", "technique",
-    "findings", "impressions", "report_text", "anatomy_path", "lesion_mask_path", "lesion_categories",
+    "findings", "impressions", "report_text", "lesion_mask_path", "lesion_categories",
 )
 FLOAT_COLUMNS = ("xy_spacing", "z_spacing", "rescale_intercept", "rescale_slope")
 COLUMNS = (*STRING_COLUMNS, "reconstruction", "image_exists", *FLOAT_COLUMNS, "labels_known",

@@ -21,12 +21,15 @@ DEMO_ROOT = "results/demo/ct_rate"
 CT_RATE_ROOT = config["ct_rate_root"] or DEMO_ROOT
 MANIFEST = "results/manifest/ct_rate.parquet"
 EXPERIMENTS = config["experiments"]
+LABELERS = config["pseudolabels"]["labelers"]
+GPU_BACKENDS = ("totalsegmentator", "nnunet")
 
 
 wildcard_constraints:
     shard=r"\d+",
     gran="|".join(config["stage1"]["dataset_ids"]),
     experiment="|".join(EXPERIMENTS),
+    labeler="|".join(LABELERS),
     init=r"none|seg_(C|CL|FL)",
 
 
@@ -47,6 +50,30 @@ def preprocessed_shards(wildcards):
 
 def label_shards(wildcards):
     return [f"results/labels/ct_rate/shard_{k}" for k in shard_ids()]
+
+
+def labeler_gpus(name):
+    """Model-based labelers get one GPU per job; the classical and folder ones run on CPU."""
+    return 1 if LABELERS[name]["backend"] in GPU_BACKENDS else 0
+
+
+def pseudolabel_shards(labeler):
+    return [f"results/pseudolabels/ct_rate/{labeler}/shard_{k}" for k in shard_ids()]
+
+
+def source_shards(wildcards):
+    """The anatomy sources of one label shard: that shard of every source labeler."""
+    return [f"results/pseudolabels/ct_rate/{s}/shard_{wildcards.shard}" for s in config["pseudolabels"]["sources"]]
+
+
+def qc_reference_shards(labeler):
+    ref = config["pseudolabels"]["reference"]
+    return pseudolabel_shards(ref) if ref and ref != labeler else []
+
+
+def qc_tables():
+    """QC tables of every source labeler (scored against the reference when there is one)."""
+    return [f"results/qc/ct_rate/{s}/classes.md" for s in config["pseudolabels"]["sources"]]
 
 
 def needed_granularities():

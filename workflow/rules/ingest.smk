@@ -28,7 +28,6 @@ checkpoint ingest:
         config=EFFECTIVE_CONFIG,
         shard_size=config["shard_size"],
         rexgrounding_root=config["rexgrounding_root"],
-        anatomy_root=config["anatomy_root"],
     log:
         "results/logs/ingest.log",
     benchmark:

@@ -1,11 +1,13 @@
 rule labels_shard:
     input:
-        MANIFEST,
+        manifest=MANIFEST,
+        sources=source_shards,
     output:
         directory("results/labels/ct_rate/shard_{shard}"),
     params:
         config=EFFECTIVE_CONFIG,
         granularities=needed_granularities(),
+        sources=config["pseudolabels"]["sources"],
         label_map=config["label_map"],
         lesions_complete=config["lesions_complete"],
         on_error=config["on_volume_error"],
@@ -20,5 +22,5 @@ rule labels_shard:
     conda:
         "../../envs/uvlm.yaml"
     shell:
-        "uvlm --config {params.config} labels --manifest {input} --shard {wildcards.shard} "
-        "--granularities {params.granularities} --out {output} > {log} 2>&1"
+        "uvlm --config {params.config} labels --manifest {input.manifest} --shard {wildcards.shard} "
+        "--sources {input.sources} --granularities {params.granularities} --out {output} > {log} 2>&1"

@@ -1,0 +1,100 @@
+"""The AbdomenAtlas label step over one shard: per-class masks -> each granularity + RadGPT labels.
+
+Every mask must lie on the CT's grid (checked against the CT header, so the CT's voxels are never
+decompressed here); a mask that is missing its geometry, empty or truncated fails its case, naming
+the case and the file. Every split is processed: Stage 1 trains on the train label maps, but the
+lesion labels are needed for every case.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from uvlm.io import VolumeError, read_image, write_image, write_json
+from uvlm.labels.label_map import LabelMap
+from uvlm.labels.merge import AnatomySource, class_voxel_counts, merge_labels
+from uvlm.labels.radgpt import LESION_ORGANS, lesion_findings
+from uvlm.labels.rexgrounding import same_geometry
+from uvlm.shards import run_shard
+
+RADGPT_MASKS = {*LESION_ORGANS, *(o for organs in LESION_ORGANS.values() for o in organs)}
+
+
+def read_header(path: str | Path, case: str) -> sitk.ImageFileReader:
+    """The CT's geometry only (size, spacing, origin, direction); errors name case and file."""
+    path = Path(path)
+    if not path.is_file():
+        raise VolumeError(f"case {case}: file not found: {path}")
+    if path.stat().st_size == 0:
+        raise VolumeError(f"case {case}: file is empty: {path}")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise VolumeError(f"case {case}: cannot read the header of {path}: {str(err).strip()[-200:]}") from None
+    return reader
+
+
+def read_masks(seg_dir: Path, ct: sitk.ImageFileReader, case: str) -> dict[str, sitk.Image]:
+    """{stem: mask} of segmentations/*.nii.gz, each checked against the CT grid."""
+    masks = {}
+    for path in sorted(seg_dir.glob("*.nii.gz")):
+        img = read_image(path, case)
+        diffs = same_geometry(ct, img) if img.GetDimension() == 3 else [f"{img.GetDimension()}-D image"]
+        if diffs:
+            raise VolumeError(f"case {case}: mask {path.name} does not match ct.nii.gz: {'; '.join(diffs)}")
+        masks[path.name[: -len(".nii.gz")]] = img
+    return masks
+
+
+def label_abdomen_shard(rows: pd.DataFrame, label_maps: list[LabelMap], out_dir: str | Path,
+                        on_error: str = "fail", min_volume_mm3: float = 10.0) -> pd.DataFrame:
+    """Write <out>/<granularity>/<case>.nii.gz for every case; return the index.
+
+    Index columns: volume_name, split, has_<g>, missing_<g> (JSON list of classes with no voxel),
+    liver_lesion / kidney_lesion / pancreatic_lesion (0/1, RadGPT rule) and <lesion>_mm3 (surviving
+    volume).
+    """
+
+    def work(row: pd.Series, out: Path) -> dict:
+        case = row["volume_name"]
+        if not row["image_exists"]:
+            raise VolumeError(f"case {case}: no ct.nii.gz in the case folder")
+        ct = read_header(row["image_path"], case)
+        seg_dir = Path(row.get("seg_dir") or Path(row["image_path"]).parent / "segmentations")
+        if not seg_dir.is_dir():
+            raise VolumeError(f"case {case}: no segmentations/ folder next to {row['image_path']}")
+        masks = read_masks(seg_dir, ct, case)
+        findings = lesion_findings({k: v for k, v in masks.items() if k in RADGPT_MASKS}, min_volume_mm3)
+        shape = tuple(reversed(ct.GetSize()))  # (D, H, W)
+        sources = []
+        for stem in list(masks):  # pop as we go: holds one copy of the masks, not two
+            arr = sitk.GetArrayViewFromImage(masks.pop(stem)) > 0  # (D, H, W) bool
+            if arr.any():  # empty masks (absent structures) add nothing
+                sources.append(AnatomySource(stem, arr.view(np.uint8), {1: stem}))
+        rec: dict = {"split": row["split"]}
+        for lm in label_maps:
+            merged = merge_labels(sources, None, [], lm) if sources else np.zeros(shape, np.uint8)
+            label_img = sitk.GetImageFromArray(merged)
+            label_img.SetSpacing(ct.GetSpacing())
+            label_img.SetOrigin(ct.GetOrigin())
+            label_img.SetDirection(ct.GetDirection())
+            write_image(label_img, out / lm.granularity / f"{case}.nii.gz")
+            rec[f"has_{lm.granularity}"] = True
+            missing = [n for n, v in class_voxel_counts(merged, lm).items() if v == 0]
+            rec[f"missing_{lm.granularity}"] = json.dumps(missing)
+        for name, (label, volume) in findings.items():
+            rec[name], rec[f"{name}_mm3"] = label, volume
+        return rec
+
+    def finalize(partial: Path) -> None:
+        for lm in label_maps:
+            write_json(lm.class_table(), partial / f"classes_{lm.granularity}.json")
+
+    return run_shard(rows, work, out_dir, on_error, desc="abdomen label maps", finalize=finalize)

@@ -1,0 +1,54 @@
+# Anatomy pseudo-labels: one job per (labeler, shard); model-based labelers request a GPU.
+
+
+rule pseudolabel_shard:
+    input:
+        MANIFEST,
+    output:
+        directory("results/pseudolabels/ct_rate/{labeler}/shard_{shard}"),
+    params:
+        config=EFFECTIVE_CONFIG,
+        spec=lambda wc: LABELERS[wc.labeler],
+        splits=config["pseudolabels"]["splits"],
+        on_error=config["on_volume_error"],
+    log:
+        "results/logs/pseudolabels/{labeler}/shard_{shard}.log",
+    benchmark:
+        "results/benchmarks/pseudolabels/{labeler}/shard_{shard}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc: 16000 if labeler_gpus(wc.labeler) else 4000,
+        runtime=lambda wc: 240 if labeler_gpus(wc.labeler) else 120,
+        gpu=lambda wc: labeler_gpus(wc.labeler),
+    conda:
+        "../../envs/uvlm.yaml"
+    shell:
+        "uvlm --config {params.config} pseudolabel --manifest {input} --shard {wildcards.shard} "
+        "--labeler {wildcards.labeler} --out {output} > {log} 2>&1"
+
+
+rule pseudolabel_qc:
+    input:
+        shards=lambda wc: pseudolabel_shards(wc.labeler),
+        reference=lambda wc: qc_reference_shards(wc.labeler),
+    output:
+        classes="results/qc/ct_rate/{labeler}/classes.md",
+        missing="results/qc/ct_rate/{labeler}/missing.csv",
+    params:
+        config=EFFECTIVE_CONFIG,
+        out="results/qc/ct_rate/{labeler}",
+        label_map=config["label_map"],
+        reference=lambda wc, input: ("--reference " + " ".join(input.reference)) if input.reference else "",
+    log:
+        "results/logs/qc/{labeler}.log",
+    benchmark:
+        "results/benchmarks/qc/{labeler}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/uvlm.yaml"
+    shell:
+        "uvlm --config {params.config} label-qc --labeler {wildcards.labeler} --shards {input.shards} "
+        "{params.reference} --out {params.out} > {log} 2>&1"
