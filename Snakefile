@@ -27,3 +27,4 @@ rule all:
         "results/tables/main.md",
         "results/tables/main.csv",
         qc_tables(),
+        abdomen_outputs(),

@@ -102,6 +102,12 @@ def test_ingest_missing_files_and_random_split(atlas: Path, caplog: pytest.LogCa
     (atlas / "BDMAP_00000002" / "ct.nii.gz").unlink()
     shutil.rmtree(atlas / "BDMAP_00000005")
     (atlas / "BDMAP_00000001" / "segmentations" / "liver_tumor_extra.nii.gz").write_bytes(b"")
+    train_csv = atlas / "TrainTestIDS" / "IID_train.csv"
+    ids = pd.read_csv(train_csv)
+    ids[ids["case_id"] != "BDMAP_00000003"].to_csv(train_csv, index=False)
+    with caplog.at_level(logging.WARNING):  # in neither IID list: maybe an OOD test case, never trained on
+        assert "BDMAP_00000003" not in set(ingest_abdomen_atlas(atlas, shard_size=100)["volume_name"])
+    assert "neither IID split file" in caplog.text
     shutil.rmtree(atlas / "TrainTestIDS")
     with caplog.at_level(logging.WARNING):
         df = ingest_abdomen_atlas(atlas, shard_size=100, seed=7).set_index("volume_name")
@@ -131,6 +137,7 @@ def _blocks(shape, lesion_slices, organ_slices=None):
     ((slice(5, 6),) * 3, None, (1.0, 1.0, 1.0), (False, 0.0)),               # one 1 mm voxel
     ((slice(3, 7),) * 3, None, (1.0, 1.0, 1.0), (False, 8.0)),               # 4 mm cube: 2^3 survive, <= 10
     ((slice(3, 8),) * 3, None, (1.0, 1.0, 1.0), (True, 27.0)),               # 5 mm cube: 3^3 survive
+    ((slice(3, 10), slice(3, 7), slice(3, 6)), None, (1.0, 1.0, 1.0), (False, 10.0)),  # exactly 10: not more
     ((slice(3, 8),) * 3, (slice(0, 3),) * 3, (1.0, 1.0, 1.0), (False, 0.0)),  # outside the organ
     ((slice(2, 12), slice(3, 8), slice(3, 8)), (slice(7, 16),) * 3, (1.0, 1.0, 1.0), (False, 0.0)),  # 1 voxel in
     ((slice(4, 6), slice(3, 7), slice(3, 7)), None, (1.0, 1.0, 3.0), (True, 16.0)),  # 4 x 4 x 6 mm: 2*2*4

@@ -28,10 +28,22 @@ def _split(manifest: str, shard_dirs: list[str], split: str):
     return VolumeDataset(load_split(manifest, shard_dirs, split))
 
 
+def abdomen_root(cfg: dict) -> Path:
+    """The AbdomenAtlas 3.0 root in use: the configured one, or the generated demo."""
+    root = cfg["abdomen_atlas"]["root"]
+    return Path(root) if root else Path("results/demo/abdomen_atlas")
+
+
 def cmd_demo_data(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.demo.ct_rate_writer import DemoConfig, write_demo_ct_rate
     from uvlm.demo.phantom import PhantomConfig
 
+    if a.dataset == "abdomen_atlas":
+        from uvlm.demo.abdomen_writer import write_demo_abdomen_atlas
+
+        d = cfg["abdomen_atlas"]["demo"]
+        write_demo_abdomen_atlas(Path(a.out), d["n_cases"], cfg["seed"], tuple(d["shape"]), tuple(d["spacing_mm"]))
+        return
     d = cfg["demo"]
     phantom = PhantomConfig(shape=tuple(d["shape"]), spacing_mm=tuple(d["spacing_mm"]))
     write_demo_ct_rate(Path(a.out), DemoConfig(n_patients=d["n_patients"], valid_fraction=d["valid_fraction"],
@@ -48,6 +60,44 @@ def cmd_ingest(a: argparse.Namespace, cfg: dict) -> None:
     write_parquet(df, a.out)
     log.info("manifest: %d volumes (%d missing files), %d shards -> %s", len(df), int((~df["image_exists"]).sum()),
              int(df["shard"].max()) + 1, a.out)
+
+
+def cmd_ingest_abdomen(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.data.abdomen_atlas import ingest_abdomen_atlas
+    from uvlm.io import write_parquet
+
+    ab = cfg["abdomen_atlas"]
+    root = Path(a.root) if a.root else abdomen_root(cfg)
+    df = ingest_abdomen_atlas(root, cfg["shard_size"], valid_fraction=ab["valid_fraction"], seed=cfg["seed"])
+    write_parquet(df, a.out)
+    log.info("AbdomenAtlas manifest: %d cases (%d train), %d shards -> %s", len(df),
+             int((df["split"] == "train").sum()), int(df["shard"].max()) + 1, a.out)
+
+
+def cmd_labels_abdomen(a: argparse.Namespace, cfg: dict) -> None:
+    import pandas as pd
+
+    from uvlm.data.manifest import shard_rows
+    from uvlm.labels.abdomen_shard import label_abdomen_shard
+    from uvlm.labels.label_map import granularity_names, load_label_map
+
+    ab = cfg["abdomen_atlas"]
+    maps = [load_label_map(ab["label_map"], g) for g in granularity_names(ab["label_map"])]
+    rows = shard_rows(pd.read_parquet(a.manifest), a.shard)
+    label_abdomen_shard(rows, maps, a.out, cfg["on_volume_error"], ab["lesion_min_mm3"])
+
+
+def cmd_abdomen_qc(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.evaluation.tables import write_table
+    from uvlm.qc.summary import lesion_label_table, missing_class_table
+    from uvlm.shards import read_shard_indexes
+
+    index = read_shard_indexes(a.shards)
+    out = Path(a.out)
+    write_table(lesion_label_table(index), out / "lesion_labels.csv", out / "lesion_labels.md",
+                "AbdomenAtlas 3.0: cases with each lesion label (RadGPT rule on the masks) per split.")
+    write_table(missing_class_table(index), out / "missing_classes.csv", out / "missing_classes.md",
+                "AbdomenAtlas 3.0: cases whose label map lacks each class, per granularity.")
 
 
 def cmd_labels(a: argparse.Namespace, cfg: dict) -> None:
@@ -226,7 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     req = {"required": True}
     many = {"nargs": "+", "required": True}
-    add("demo-data", cmd_demo_data, "write the synthetic CT-RATE-layout demo", ("out", {}))
+    add("demo-data", cmd_demo_data, "write a synthetic demo dataset in the real layout", ("out", {}),
+        ("--dataset", {"choices": ["ct_rate", "abdomen_atlas"], "default": "ct_rate"}))
+    add("ingest-abdomen", cmd_ingest_abdomen, "AbdomenAtlas 3.0 root -> manifest parquet",
+        ("--root", {"default": ""}), ("--out", req))
+    add("labels-abdomen", cmd_labels_abdomen, "AbdomenAtlas label maps + RadGPT lesion labels for one shard",
+        ("--manifest", req), ("--shard", {"type": int, **req}), ("--out", req))
+    add("abdomen-qc", cmd_abdomen_qc, "AbdomenAtlas lesion-label and missing-class tables", ("--shards", many),
+        ("--out", req))
     add("ingest", cmd_ingest, "CT-RATE root -> manifest parquet", ("--root", {"default": ""}), ("--out", req))
     add("pseudolabel", cmd_pseudolabel, "run one anatomy labeler over one shard", ("--manifest", req),
         ("--shard", {"type": int, **req}), ("--labeler", req), ("--out", req))

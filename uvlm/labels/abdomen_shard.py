@@ -1,8 +1,8 @@
 """The AbdomenAtlas label step over one shard: per-class masks -> each granularity + RadGPT labels.
 
 Every mask must lie on the CT's grid (checked against the CT header, so the CT's voxels are never
-decompressed here); a mask that is missing its geometry, empty or truncated fails its case, naming
-the case and the file. Every split is processed: Stage 1 trains on the train label maps, but the
+decompressed here); a mask on another grid, an empty or a truncated mask fails its case, naming the
+case and the file. Every split is processed: Stage 1 trains on the train label maps, but the
 lesion labels are needed for every case.
 """
 

@@ -3,7 +3,7 @@
 Output folder of a shard (renamed from `.partial` only when complete):
     {VolumeName}.nii.gz   label map on the image's grid (not for the `folder` backend, which points
                           at existing maps instead of copying them)
-    qc/{VolumeName}.png   axial/coronal/sagittal overlay
+    qc/{VolumeName}.png   axial/coronal/sagittal overlay; qc/legend.png names the colours
     classes.json          value -> class name of this labeler
     labeler.json          the labeler's settings and tool versions
     index.parquet         volume_name, label_path, voxels per class (JSON), missing classes (JSON), seconds
@@ -27,7 +27,7 @@ from uvlm.io import VolumeError, read_image, write_image, write_json
 from uvlm.labels.rexgrounding import same_geometry
 from uvlm.pseudolabel.classical import CLASSES as CLASSICAL_CLASSES
 from uvlm.pseudolabel.classical import ClassicalConfig, label_image
-from uvlm.qc.montage import montage
+from uvlm.qc.montage import legend, montage
 from uvlm.shards import run_shard
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def pseudolabel_shard(rows: pd.DataFrame, name: str, spec: dict, out_dir: str | 
     out_dir = Path(out_dir)
     home = out_dir.with_name(out_dir.name + ".home")  # private TotalSegmentator home of this job
     labeler = build_labeler(spec, device, threads, home, default_folder)
-    n_classes = max(labeler.classes, default=0)
+    n_classes = max(labeler.classes, default=0)  # values above it are rejected below
 
     def work(row: pd.Series, partial: Path) -> dict:
         case = row["volume_name"]
@@ -144,7 +144,7 @@ def pseudolabel_shard(rows: pd.DataFrame, name: str, spec: dict, out_dir: str | 
             raise VolumeError(f"case {case}: label map {path} holds values {unknown} not in the class table")
         voxels = {n: int(counts[v]) for v, n in labeler.classes.items()}
         if montages:
-            montage(image, labels, n_classes, partial / "qc" / f"{case}.png")
+            montage(image, labels, labeler.classes, partial / "qc" / f"{case}.png")
         rel = path.name if path.parent == partial else str(path)
         return {"label_path": rel, "voxel_ml": float(np.prod(image.GetSpacing())) / 1000.0,
                 "voxels": json.dumps(voxels), "missing": json.dumps([n for n, c in voxels.items() if c == 0]),
@@ -152,6 +152,8 @@ def pseudolabel_shard(rows: pd.DataFrame, name: str, spec: dict, out_dir: str | 
 
     def finalize(partial: Path) -> None:
         write_json({str(k): v for k, v in sorted(labeler.classes.items())}, partial / "classes.json")
+        if montages:
+            legend(labeler.classes, partial / "qc" / "legend.png")
         write_json({"labeler": name, "spec": spec, "device": device, "versions": tool_versions()},
                    partial / "labeler.json")
 

@@ -74,3 +74,22 @@ def agreement_table(per_case: pd.DataFrame) -> pd.DataFrame:
     g = per_case.groupby("class", sort=False)["dice"]
     return pd.DataFrame({"cases": g.count(), "mean_dice": g.mean().round(3), "median_dice": g.median().round(3),
                          "min_dice": g.min().round(3)}).reset_index()
+
+
+def missing_class_table(index: pd.DataFrame) -> pd.DataFrame:
+    """Cases lacking each class, one column per granularity (from the label shards' missing_<g>)."""
+    cols = {c.removeprefix("missing_"): c for c in index.columns if c.startswith("missing_")}
+    counts = {g: pd.Series([n for v in index[c].dropna() for n in json.loads(v)]).value_counts()
+              for g, c in cols.items()}
+    table = pd.DataFrame(counts).fillna(0).astype(int)
+    table.index.name = "class"
+    return table.reset_index()
+
+
+def lesion_label_table(index: pd.DataFrame, labels: tuple[str, ...] = ("liver_lesion", "kidney_lesion",
+                                                                         "pancreatic_lesion")) -> pd.DataFrame:
+    """Positive cases per lesion label and split, and the number of cases."""
+    g = index.groupby("split")
+    table = g[list(labels)].sum().astype(int)
+    table["cases"] = g.size()
+    return table.reset_index()

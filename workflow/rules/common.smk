@@ -1,5 +1,6 @@
 # Shared values and input functions. No rules here.
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,8 @@ if not _eff.is_file() or json.loads(_eff.read_text()) != config:
 DEMO_ROOT = "results/demo/ct_rate"
 CT_RATE_ROOT = config["ct_rate_root"] or DEMO_ROOT
 MANIFEST = "results/manifest/ct_rate.parquet"
+ABDOMEN_DEMO_ROOT = "results/demo/abdomen_atlas"
+ABDOMEN_MANIFEST = "results/manifest/abdomen_atlas.parquet"
 EXPERIMENTS = config["experiments"]
 LABELERS = config["pseudolabels"]["labelers"]
 GPU_BACKENDS = ("totalsegmentator", "nnunet")
@@ -36,6 +39,24 @@ wildcard_constraints:
 def ct_rate_root_input(wildcards):
     """The demo folder is a rule's output; a real CT-RATE copy is an existing, unchanging input."""
     return DEMO_ROOT if not config["ct_rate_root"] else ancient(config["ct_rate_root"])
+
+
+def abdomen_root_input(wildcards):
+    root = config["abdomen_atlas"]["root"]
+    return ancient(root) if root else ABDOMEN_DEMO_ROOT
+
+
+def abdomen_label_shards(wildcards):
+    manifest = checkpoints.ingest_abdomen.get().output[0]
+    n = int(pd.read_parquet(manifest, columns=["shard"])["shard"].max()) + 1
+    return [f"results/labels/abdomen_atlas/shard_{k}" for k in range(n)]
+
+
+def abdomen_outputs():
+    """AbdomenAtlas tables built by `all` when the dataset is enabled."""
+    if not config["abdomen_atlas"]["enabled"]:
+        return []
+    return ["results/qc/abdomen_atlas/lesion_labels.md", "results/qc/abdomen_atlas/missing_classes.md"]
 
 
 def shard_ids():

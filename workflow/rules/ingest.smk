@@ -40,3 +40,47 @@ checkpoint ingest:
         "../../envs/uvlm.yaml"
     shell:
         "uvlm --config {params.config} ingest --root {input} --out {output} > {log} 2>&1"
+
+
+rule demo_abdomen:
+    output:
+        directory(ABDOMEN_DEMO_ROOT),
+    params:
+        config=EFFECTIVE_CONFIG,
+        demo=config["abdomen_atlas"]["demo"],
+        seed=config["seed"],
+    log:
+        "results/logs/demo_abdomen.log",
+    benchmark:
+        "results/benchmarks/demo_abdomen.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/uvlm.yaml"
+    shell:
+        "uvlm --config {params.config} demo-data --dataset abdomen_atlas {output} > {log} 2>&1"
+
+
+checkpoint ingest_abdomen:
+    input:
+        abdomen_root_input,
+    output:
+        ABDOMEN_MANIFEST,
+    params:
+        config=EFFECTIVE_CONFIG,
+        shard_size=config["shard_size"],
+        valid_fraction=config["abdomen_atlas"]["valid_fraction"],
+    log:
+        "results/logs/ingest_abdomen.log",
+    benchmark:
+        "results/benchmarks/ingest_abdomen.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/uvlm.yaml"
+    shell:
+        "uvlm --config {params.config} ingest-abdomen --root {input} --out {output} > {log} 2>&1"

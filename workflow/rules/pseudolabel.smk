@@ -36,7 +36,7 @@ rule pseudolabel_qc:
         missing="results/qc/ct_rate/{labeler}/missing.csv",
     params:
         config=EFFECTIVE_CONFIG,
-        out="results/qc/ct_rate/{labeler}",
+        out=lambda wc, output: os.path.dirname(output[0]),
         label_map=config["label_map"],
         reference=lambda wc, input: ("--reference " + " ".join(input.reference)) if input.reference else "",
     log:
