@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -75,3 +76,19 @@ def test_manifest_rejects_patient_in_two_splits(ct_rate_root: Path) -> None:
     df.loc[df["volume_name"] == "train_1_a_1", "split"] = "valid"
     with pytest.raises(ManifestError, match="train_1"):
         validate_manifest(df)
+
+
+def test_rexgrounding_masks_found_at_any_depth_in_either_format(ct_rate_root: Path) -> None:
+    """dataset.json lists the findings; masks may be .npz or .nii.gz, nested by split or not."""
+    rex = ct_rate_root / "ReXGroundingCT"
+    (rex / "segmentations" / "train").mkdir(parents=True)
+    (rex / "segmentations" / "train" / "train_1_a_1.nii.gz").write_bytes(b"x")
+    (rex / "segmentations" / "train_2_a_1.npz").write_bytes(b"x")
+    entries = [{"name": "train_1_a_1.nii.gz", "categories": {"0": "2d", "1": "1c"}},
+               {"name": "train_2_a_1.nii.gz", "categories": {"0": "2b"}}]
+    (rex / "dataset.json").write_text(json.dumps({"train": entries, "val": []}))
+    df = ingest_ct_rate(ct_rate_root, shard_size=4).set_index("volume_name")
+    assert df.loc["train_1_a_1", "lesion_mask_path"].endswith("segmentations/train/train_1_a_1.nii.gz")
+    assert json.loads(df.loc["train_1_a_1", "lesion_categories"]) == ["2d", "1c"]
+    assert df.loc["train_2_a_1", "lesion_mask_path"].endswith("segmentations/train_2_a_1.npz")
+    assert df.loc["train_1_b_1", "lesion_mask_path"] == "" and df.loc["train_1_b_1", "lesion_categories"] == "[]"

@@ -78,6 +78,10 @@ def test_micro_demo_runs_end_to_end(micro_run: Path) -> None:
     agreement = pd.read_csv(micro_run / "results" / "qc" / "ct_rate" / "classical" / "agreement.csv")
     assert set(agreement["class"]) == {"lung_left", "lung_right", "airway", "bone"}
     assert (agreement.set_index("class").loc[["lung_left", "lung_right"], "mean_dice"] > 0.8).all()
+    # AbdomenAtlas 3.0 demo: lesion labels per split and a montage per case
+    lesions = pd.read_csv(micro_run / "results" / "qc" / "abdomen_atlas" / "lesion_labels.csv")
+    assert lesions["cases"].sum() == 12 and set(lesions["split"]) == {"train", "valid"}
+    assert len(list((micro_run / "results" / "labels" / "abdomen_atlas").glob("shard_*/qc/BDMAP_*.png"))) == 12
 
 
 def test_nothing_to_do_after_a_run(micro_run: Path) -> None:

@@ -89,7 +89,7 @@ def cmd_labels_abdomen(a: argparse.Namespace, cfg: dict) -> None:
 
 def cmd_abdomen_qc(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.evaluation.tables import write_table
-    from uvlm.qc.summary import lesion_label_table, missing_class_table
+    from uvlm.qc.summary import class_summary, lesion_label_table, missing_class_table
     from uvlm.shards import read_shard_indexes
 
     index = read_shard_indexes(a.shards)
@@ -98,6 +98,9 @@ def cmd_abdomen_qc(a: argparse.Namespace, cfg: dict) -> None:
                 "AbdomenAtlas 3.0: cases with each lesion label (RadGPT rule on the masks) per split.")
     write_table(missing_class_table(index), out / "missing_classes.csv", out / "missing_classes.md",
                 "AbdomenAtlas 3.0: cases whose label map lacks each class, per granularity.")
+    table, _ = class_summary(a.shards, column="voxels_FL", missing_column="missing_FL")
+    write_table(table, out / "classes_FL.csv", out / "classes_FL.md",
+                "AbdomenAtlas 3.0: volume per F+L class (ml, over the cases where the class is present).")
 
 
 def cmd_labels(a: argparse.Namespace, cfg: dict) -> None:

@@ -43,7 +43,7 @@ def run_shard(rows: pd.DataFrame, work: Callable[[pd.Series, Path], dict], out_d
         try:
             rec = work(row, partial)
         except (VolumeError, ValueError, OSError, KeyError) as err:
-            log.error("case %s: %s", row["volume_name"], err)
+            log.error("%s", err if row["volume_name"] in str(err) else f"case {row['volume_name']}: {err}")
             errors.append({"volume_name": row["volume_name"], "error": str(err)})
             continue
         records.append({"volume_name": row["volume_name"], **rec})

@@ -20,6 +20,7 @@ from uvlm.labels.label_map import LabelMap
 from uvlm.labels.merge import AnatomySource, class_voxel_counts, merge_labels
 from uvlm.labels.radgpt import LESION_ORGANS, lesion_findings
 from uvlm.labels.rexgrounding import same_geometry
+from uvlm.qc.montage import legend, montage
 from uvlm.shards import run_shard
 
 RADGPT_MASKS = {*LESION_ORGANS, *(o for organs in LESION_ORGANS.values() for o in organs)}
@@ -54,13 +55,15 @@ def read_masks(seg_dir: Path, ct: sitk.ImageFileReader, case: str) -> dict[str, 
 
 
 def label_abdomen_shard(rows: pd.DataFrame, label_maps: list[LabelMap], out_dir: str | Path,
-                        on_error: str = "fail", min_volume_mm3: float = 10.0) -> pd.DataFrame:
+                        on_error: str = "fail", min_volume_mm3: float = 10.0, montages: bool = True) -> pd.DataFrame:
     """Write <out>/<granularity>/<case>.nii.gz for every case; return the index.
 
     Index columns: volume_name, split, has_<g>, missing_<g> (JSON list of classes with no voxel),
-    liver_lesion / kidney_lesion / pancreatic_lesion (0/1, RadGPT rule) and <lesion>_mm3 (surviving
-    volume).
+    voxels_<g> (JSON class -> voxels), voxel_ml, liver_lesion / kidney_lesion / pancreatic_lesion
+    (0/1, RadGPT rule) and <lesion>_mm3 (surviving volume). With montages, qc/<case>.png shows the
+    finest granularity over the CT.
     """
+    finest = max(label_maps, key=lambda lm: len(lm.classes))
 
     def work(row: pd.Series, out: Path) -> dict:
         case = row["volume_name"]
@@ -87,8 +90,13 @@ def label_abdomen_shard(rows: pd.DataFrame, label_maps: list[LabelMap], out_dir:
             label_img.SetDirection(ct.GetDirection())
             write_image(label_img, out / lm.granularity / f"{case}.nii.gz")
             rec[f"has_{lm.granularity}"] = True
-            missing = [n for n, v in class_voxel_counts(merged, lm).items() if v == 0]
-            rec[f"missing_{lm.granularity}"] = json.dumps(missing)
+            counts = class_voxel_counts(merged, lm)
+            rec[f"voxels_{lm.granularity}"] = json.dumps(counts)
+            rec[f"missing_{lm.granularity}"] = json.dumps([n for n, v in counts.items() if v == 0])
+            if montages and lm is finest:
+                classes = {c.value: c.name for c in lm.classes}
+                montage(read_image(row["image_path"], case), label_img, classes, out / "qc" / f"{case}.png")
+        rec["voxel_ml"] = float(np.prod(ct.GetSpacing())) / 1000.0
         for name, (label, volume) in findings.items():
             rec[name], rec[f"{name}_mm3"] = label, volume
         return rec
@@ -96,5 +104,7 @@ def label_abdomen_shard(rows: pd.DataFrame, label_maps: list[LabelMap], out_dir:
     def finalize(partial: Path) -> None:
         for lm in label_maps:
             write_json(lm.class_table(), partial / f"classes_{lm.granularity}.json")
+        if montages:
+            legend({c.value: c.name for c in finest.classes}, partial / "qc" / "legend.png")
 
     return run_shard(rows, work, out_dir, on_error, desc="abdomen label maps", finalize=finalize)

@@ -20,18 +20,19 @@ from uvlm.pseudolabel.run import resolve_label_path
 from uvlm.shards import read_shard_indexes
 
 
-def _ml(index: pd.DataFrame) -> pd.DataFrame:
+def _ml(index: pd.DataFrame, column: str = "voxels") -> pd.DataFrame:
     """(case x class) volumes in ml from the shard indexes' voxel counts."""
-    voxels = pd.DataFrame([json.loads(v) for v in index["voxels"]], index=index["volume_name"])
+    voxels = pd.DataFrame([json.loads(v) for v in index[column]], index=index["volume_name"])
     return voxels.mul(index["voxel_ml"].to_numpy(), axis=0)
 
 
-def class_summary(shard_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def class_summary(shard_dirs: list[str | Path], column: str = "voxels",
+                  missing_column: str = "missing") -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-class table, per-case table of missing classes) over every shard of one labeler."""
     index = read_shard_indexes(shard_dirs)
     if index.empty:
         return pd.DataFrame(), pd.DataFrame(columns=["volume_name", "missing"])
-    ml = _ml(index)
+    ml = _ml(index, column)
     present = ml > 0
     table = pd.DataFrame({
         "cases_with_class": present.sum(), "cases_missing": (~present).sum(),
@@ -39,7 +40,7 @@ def class_summary(shard_dirs: list[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
         "min_ml": ml.where(present).min().round(2), "max_ml": ml.where(present).max().round(2),
     })
     table.index.name = "class"
-    missing = index.loc[index["missing"] != "[]", ["volume_name", "missing"]].reset_index(drop=True)
+    missing = index.loc[index[missing_column] != "[]", ["volume_name", missing_column]].reset_index(drop=True)
     return table.reset_index(), missing
 
 
