@@ -28,3 +28,18 @@ def test_invalid_values_name_the_key(mutate, key: str) -> None:
     mutate(cfg)
     with pytest.raises(ConfigError, match=key):
         validate_config(cfg)
+
+
+def test_labeler_settings_are_checked() -> None:
+    cfg = load_config(REPO_ROOT / "config" / "config.yaml")
+    cfg["pseudolabels"]["sources"] = ["classical", "totalseg"]
+    with pytest.raises(ConfigError, match="unknown labelers \\['totalseg'\\]"):
+        validate_config(cfg)
+    cfg["pseudolabels"]["labelers"]["totalseg"] = {"backend": "totalsegmentator", "task": "total"}
+    with pytest.raises(ConfigError, match="totalseg.*needs 'weights_dir'"):
+        validate_config(cfg)
+    cfg["pseudolabels"]["sources"] = ["classical"]
+    del cfg["pseudolabels"]["labelers"]["totalseg"]
+    cfg["pseudolabels"]["labelers"]["classical"]["params"] = {"air_hu": -450, "lung_hu": 3}
+    with pytest.raises(ConfigError, match="unknown \\['lung_hu'\\]"):
+        validate_config(cfg)

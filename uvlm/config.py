@@ -57,7 +57,15 @@ def _check_labelers(pl: dict[str, Any]) -> None:
     if unknown:
         raise ConfigError(f"config key 'pseudolabels': sources/reference name unknown labelers {unknown}")
     needs = {"totalsegmentator": "weights_dir", "nnunet": "model_dir"}
+    from dataclasses import fields
+
+    from uvlm.pseudolabel.classical import ClassicalConfig
+
+    known = {f.name for f in fields(ClassicalConfig)}
     for name, spec in pl["labelers"].items():
+        bad = sorted(set(spec.get("params", {})) - known)
+        if spec["backend"] == "classical" and bad:
+            raise ConfigError(f"config key 'pseudolabels/labelers/{name}/params': unknown {bad} (known: {sorted(known)})")
         key = needs.get(spec["backend"])
         if key and not spec.get(key):
             raise ConfigError(f"config key 'pseudolabels/labelers/{name}': backend {spec['backend']} needs '{key}'")

@@ -84,15 +84,16 @@ def _grow_airway(hu: np.ndarray, air: np.ndarray, cfg: ClassicalConfig) -> np.nd
     if len(zs) == 0:
         return np.zeros_like(air)
     top = zs.max()  # LPS array: the last slice is the most superior
+    first = max(top - 1, 0)
     best = np.zeros_like(air)
     prev = 0
     for thr in np.arange(cfg.airway_start_hu, cfg.airway_stop_hu + 1e-6, cfg.airway_step_hu):
         lumen = (hu < thr) & air
-        seeds = lumen[top - 1:top + 1].any(axis=0)
+        seeds = lumen[first:top + 1].any(axis=0)
         if not seeds.any():
             continue
         lab, _ = ndi.label(lumen)
-        ids = np.unique(lab[top - 1:top + 1][:, seeds])
+        ids = np.unique(lab[first:top + 1][:, seeds])
         grown = np.isin(lab, ids[ids > 0])
         size = int(grown.sum())
         if prev and size > cfg.airway_leak_ratio * prev:
