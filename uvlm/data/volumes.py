@@ -57,6 +57,26 @@ def random_batches(n: int, batch_size: int, seed: int, rank: int = 0, world: int
             yield rng.choice(n, size=batch_size).tolist()
 
 
+def balanced_batches(labels: np.ndarray, batch_size: int, seed: int, rank: int = 0,
+                     world: int = 1) -> Iterator[list[int]]:
+    """Endless class-balanced batches (drawn with replacement).
+
+    A volume's weight is 1 / frequency of its rarest positive label (volumes without findings count
+    as one more class), so every finding, however rare, is drawn about equally often. Ranks draw
+    from independent streams.
+    """
+    labels = np.asarray(labels) > 0  # (N, C)
+    n = len(labels)
+    freq = np.concatenate([labels.sum(0), [(~labels.any(1)).sum()]]).astype(float)  # (C + 1,)
+    member = np.concatenate([labels, ~labels.any(1, keepdims=True)], axis=1)  # (N, C + 1)
+    inv = np.where(member, 1.0 / np.maximum(freq, 1.0), 0.0)
+    weights = inv.max(1)
+    weights /= weights.sum()
+    rng = np.random.default_rng([seed, rank])
+    while True:
+        yield rng.choice(n, size=batch_size, replace=True, p=weights).tolist()
+
+
 def collate(items: list[dict]) -> dict:
     return {"image": torch.stack([it["image"] for it in items]),
             "labels": torch.stack([it["labels"] for it in items]),

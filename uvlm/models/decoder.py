@@ -86,6 +86,17 @@ class KVCache:
         self.v[layer][:, :, self.length:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # (B, H, end, hd)
 
+    def select(self, index: Tensor) -> None:
+        """Row r becomes a copy of old row ``index[r]`` (R,): beam reordering, or expanding one prefilled
+        row per image to its beams with ``repeat_interleave``. Only the filled positions are copied."""
+        n = self.length
+        for store in (self.k, self.v):
+            for i, buf in enumerate(store):
+                rows = buf[:, :, :n].index_select(0, index)  # (R, H, n, hd), a copy: safe to write back
+                if rows.shape[0] != buf.shape[0]:
+                    store[i] = buf.new_zeros((rows.shape[0], *buf.shape[1:]))
+                store[i][:, :, :n] = rows
+
 
 class Attention(nn.Module):
     def __init__(self, config: DecoderConfig, layer: int) -> None:

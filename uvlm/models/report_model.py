@@ -14,7 +14,7 @@ adds projected stage features at positions 1..N at the input of the mapped decod
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uvlm.models.decoder import Decoder, DecoderConfig, KVCache, hybrid_attention_mask
+from uvlm.models.decoding import DecodingConfig, beam_search, greedy_or_sample
 from uvlm.models.injection import InjectionConfig, VisualInjector
 
 
@@ -156,33 +157,58 @@ class ReportGenerator(nn.Module):
         return self.decoder.lm_head(h[:, -1])
 
     @torch.no_grad()
-    def generate(self, images: Tensor, max_new_tokens: int, use_cache: bool = True) -> list[list[int]]:
-        """Greedy decoding after [vision block, bos]. Returns per image the generated ids without
-        bos and eos, cut at the first eos. Call ``model.eval()`` first if dropout > 0.
-        ``use_cache=False`` recomputes the full sequence each step (reference for tests)."""
-        cfg = self.config
+    def generate(self, images: Tensor, max_new_tokens: int | None = None, use_cache: bool = True,
+                 decoding: DecodingConfig | None = None) -> list[list[int]]:
+        """Decode a report per image after [vision block, bos]; greedy unless ``decoding`` says otherwise.
+
+        Returns per image the generated ids without bos and eos, cut at the first eos.
+        ``max_new_tokens``, when given, overrides ``decoding.max_new_tokens``. Call ``model.eval()``
+        first if dropout > 0. ``use_cache=False`` recomputes the full sequence each step (reference
+        for tests); both paths pick the same tokens up to float rounding.
+        """
+        cfg = decoding or DecodingConfig()
+        if max_new_tokens is not None:
+            cfg = replace(cfg, max_new_tokens=max_new_tokens)
+        if cfg.max_new_tokens == 0:
+            return [[] for _ in range(images.shape[0])]
+        beams = cfg.num_beams if cfg.strategy == "beam" else 1
+        rows = _TextRows(self, images, beams, cfg.max_new_tokens, use_cache)
+        if cfg.strategy == "beam":
+            return beam_search(rows.first_logits, rows.advance, cfg, self.config.eos_id)
+        return greedy_or_sample(rows.first_logits, rows.advance, cfg, self.config.eos_id, self.config.pad_id)
+
+
+class _TextRows:
+    """Next-token logits for R = B * expand text rows that grow by one token per step.
+
+    Row r belongs to image r // expand. The vision block and bos are run once per image; with the
+    cache, the prefilled cache is then expanded to R rows, without it the injected features are.
+    ``advance`` reorders the rows' state by ``parents`` (beam search) before appending the tokens.
+    """
+
+    def __init__(self, model: ReportGenerator, images: Tensor, expand: int, max_new_tokens: int,
+                 use_cache: bool) -> None:
+        self.model = model
+        self.cache: KVCache | None = None
         b = images.shape[0]
-        ids = torch.full((b, 1), cfg.bos_id, dtype=torch.long, device=images.device)  # (B, 1)
+        bos = torch.full((b, 1), model.config.bos_id, dtype=torch.long, device=images.device)  # (B, 1)
         if use_cache:
-            logits, cache = self.prefill(images, ids, max_len=self.n_vision_block + max_new_tokens)
+            logits, self.cache = model.prefill(images, bos, max_len=model.n_vision_block + max_new_tokens)
+            if expand > 1:
+                self.cache.select(torch.arange(b, device=images.device).repeat_interleave(expand))
         else:
-            injected = self.encode(images)
-            logits = self._text_logits(injected, ids)
-        logits = logits[:, -1]  # (B, V)
-        done = torch.zeros(b, dtype=torch.bool, device=images.device)
-        steps: list[Tensor] = []
-        for step in range(max_new_tokens):
-            nxt = torch.where(done, cfg.pad_id, logits.argmax(-1))  # (B,); finished rows emit pad
-            steps.append(nxt)
-            done |= nxt == cfg.eos_id
-            if bool(done.all()) or step == max_new_tokens - 1:
-                break
-            if use_cache:
-                logits = self.decode_step(nxt[:, None], cache)
-            else:
-                ids = torch.cat([ids, nxt[:, None]], dim=1)  # (B, T+1)
-                logits = self._text_logits(injected, ids)[:, -1]
-        out: list[list[int]] = []
-        for row in (torch.stack(steps, 1).tolist() if steps else [[] for _ in range(b)]):
-            out.append(row[: row.index(cfg.eos_id)] if cfg.eos_id in row else row)
-        return out
+            injected = model.encode(images)  # {layer: (B, N, dim)}
+            logits = model._text_logits(injected, bos)  # (B, 1, V)
+            self.injected = {i: f.repeat_interleave(expand, dim=0) for i, f in injected.items()}  # (R, N, dim)
+        self.ids = bos.repeat_interleave(expand, dim=0)  # (R, 1) text so far (used without the cache)
+        self.first_logits = logits[:, -1].repeat_interleave(expand, dim=0)  # (R, V)
+
+    def advance(self, tokens: Tensor, parents: Tensor | None) -> Tensor:
+        """tokens (R,), parents (R,) | None -> logits (R, V) for the next position."""
+        if self.cache is not None:
+            if parents is not None:
+                self.cache.select(parents)
+            return self.model.decode_step(tokens[:, None], self.cache)
+        ids = self.ids if parents is None else self.ids[parents]
+        self.ids = torch.cat([ids, tokens[:, None]], dim=1)  # (R, T + 1)
+        return self.model._text_logits(self.injected, self.ids)[:, -1]

@@ -1,4 +1,6 @@
-"""Training machinery shared by Stages 2 and 3: device/DDP setup, AMP, poly LR, progress, outputs."""
+"""Training machinery shared by Stages 2 and 3: device/DDP setup, AMP, poly LR, progress, outputs.
+
+The loop itself (accumulation, checkpoints, resume) is uvlm.train.fit."""
 
 from __future__ import annotations
 
@@ -82,6 +84,8 @@ class OptimConfig:
     encoder_lr_mult: float   # encoder LR = lr * this; 0 freezes the encoder
     weight_decay: float
     grad_clip: float
+    accum_steps: int = 1        # micro-batches per optimiser step (effective batch = batch_size * this)
+    checkpoint_every: int = 100  # steps between resumable checkpoints (0 = none)
 
     @classmethod
     def from_config(cls, section: dict):
@@ -104,18 +108,6 @@ def from_section(cls: type, section: dict):
     """Build a stage's config dataclass from its config section (keys the dataclass does not name
     are ignored; missing keys fall back to the dataclass defaults)."""
     return cls(**{k: section[k] for k in cls.__dataclass_fields__ if k in section})
-
-
-def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, clip: float, stage: str,
-                   step: int) -> None:
-    """Stop on a non-finite loss (before touching the weights), else backward, clip the optimised
-    parameters' gradients and step."""
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"{stage}: loss is {loss.item()} at step {step}; no checkpoint written")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
-    optimizer.step()
 
 
 def poly_lr(base: float, step: int, total: int, exponent: float = 0.9) -> float:

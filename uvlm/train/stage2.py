@@ -11,16 +11,14 @@ import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
 from uvlm.constants import CT_RATE_LABELS
-from uvlm.data.volumes import VolumeDataset, collate, random_batches
+from uvlm.data.volumes import VolumeDataset, balanced_batches, collate, random_batches
 from uvlm.models.cls_head import ClsHeadConfig, QueryClassificationHead, Stage2Classifier
 from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder, save_encoder
+from uvlm.train.fit import Checkpointing, fingerprint, finish, fit
 from uvlm.train.loop import (
     OptimConfig,
-    Progress,
     adamw,
     autocast,
-    optimizer_step,
-    set_lr,
     setup_runtime,
     teardown,
     wrap_ddp,
@@ -34,6 +32,8 @@ log = logging.getLogger(__name__)
 class Stage2Config(OptimConfig):
     num_heads: int = 4      # cross-attention heads of the query head
     augment: bool = True    # label-preserving augmentation (see augment())
+    sampling: str = "balanced"  # "balanced" (rarest positive label, see balanced_batches) or "shuffle"
+    eval_every: int = 100   # steps between validation AUC checks; the best-AUC weights are kept
 
 
 def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -89,27 +89,36 @@ def train_stage2(train: VolumeDataset, valid: VolumeDataset, init_dir: str | Pat
     model = Stage2Classifier(encoder, head).to(rt.device)
     optimizer = adamw(list(head.parameters()), list(encoder.parameters()), cfg)
     criterion = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight(train.labels).to(rt.device))
-    ddp_model = wrap_ddp(model, rt)
-    batches = random_batches(len(train), cfg.batch_size, seed, rt.rank, rt.world)
-    progress = Progress(cfg.steps, name="stage2")
+    if cfg.sampling == "balanced":
+        batches = balanced_batches(train.labels, cfg.batch_size, seed, rt.rank, rt.world)
+    else:
+        batches = random_batches(len(train), cfg.batch_size, seed, rt.rank, rt.world)
     gen = torch.Generator().manual_seed(seed + rt.rank)
-    model.train()
-    for step in range(1, cfg.steps + 1):
-        set_lr(optimizer, step - 1, cfg.steps)
-        batch = collate([train[i] for i in next(batches)])
+
+    def micro_loss(module: torch.nn.Module, idx: list[int]) -> torch.Tensor:
+        batch = collate([train[i] for i in idx])
         images = augment(batch["image"], gen) if cfg.augment else batch["image"]
-        with autocast(rt.device):
-            logits = ddp_model(images.to(rt.device))
-        loss = criterion(logits.float(), batch["labels"].to(rt.device))
-        optimizer_step(loss, optimizer, cfg.grad_clip, "stage 2", step)
-        progress.update(step, loss.item(), optimizer.param_groups[0]["lr"], cfg.batch_size)
+        return criterion(module(images.to(rt.device)).float(), batch["labels"].to(rt.device))
+
+    def evaluate() -> float:
+        return classification_metrics(valid.labels, predict(model, valid, rt.device))["macro_auc"]
+
+    ck = Checkpointing(Path(str(out_dir) + ".work"), cfg.checkpoint_every,
+                       fingerprint(asdict(cfg), asdict(enc_cfg), str(init_dir or ""), seed, len(train), rt.world))
+    result = fit(model, wrap_ddp(model, rt), optimizer, cfg, rt, batches, micro_loss, "stage 2", ck, [gen],
+                 evaluate if len(valid) else None, cfg.eval_every)
+    if result.best:  # hand over the weights with the best validation AUC
+        model.load_state_dict(result.best["state"])
     metrics = classification_metrics(valid.labels, predict(model, valid, rt.device))
-    log.info("stage 2 validation: macro AUC %.3f, macro F1 %.3f", metrics["macro_auc"], metrics["macro_f1"])
+    metrics.update(best_step=result.best.get("step", cfg.steps), steps=cfg.steps)
+    log.info("stage 2 validation (weights of step %d): macro AUC %.3f, macro F1 %.3f", metrics["best_step"],
+             metrics["macro_auc"], metrics["macro_f1"])
     if rt.is_main:
         config = {"stage": 2, "train": asdict(cfg), "head": asdict(head.config), "init": str(init_dir or ""),
                   "labels": list(CT_RATE_LABELS), "seed": seed}
-        write_model_folder(out_dir, model.state_dict(), config, progress, "Stage 2 classification",
+        write_model_folder(out_dir, model.state_dict(), config, result.progress, "Stage 2 classification",
                            extra_files={"metrics.json": metrics},
                            finalize=lambda d: save_encoder(None, enc_cfg, d, extra={"stage": 2}))
+    finish(ck, rt)
     teardown(rt)
     return metrics

@@ -17,18 +17,8 @@ from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder, load
 from uvlm.models.injection import InjectionConfig
 from uvlm.models.report_model import ReportGenerator, ReportModelConfig
 from uvlm.text.tokenizer import SpecialIds, encode_report, load_tokenizer
-from uvlm.train.loop import (
-    OptimConfig,
-    Progress,
-    adamw,
-    autocast,
-    optimizer_step,
-    set_lr,
-    setup_runtime,
-    teardown,
-    wrap_ddp,
-    write_model_folder,
-)
+from uvlm.train.fit import Checkpointing, fingerprint, finish, fit
+from uvlm.train.loop import OptimConfig, adamw, setup_runtime, teardown, wrap_ddp, write_model_folder
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +73,17 @@ def train_stage3(train: VolumeDataset, tokenizer_path: str | Path, init_dir: str
     enc_ids = {id(p) for p in enc_params}
     optimizer = adamw([p for p in model.parameters() if id(p) not in enc_ids], enc_params, cfg, freeze_encoder)
     texts = [encode_report(tok, t, cfg.max_text_tokens) for t in train.texts]
-    ddp_model = wrap_ddp(LossOf(model), rt)  # DDP syncs gradients only through forward()
     batches = random_batches(len(train), cfg.batch_size, seed, rt.rank, rt.world)
-    progress = Progress(cfg.steps, name="stage3")
-    model.train()
-    for step in range(1, cfg.steps + 1):
-        set_lr(optimizer, step - 1, cfg.steps)
-        idx = next(batches)
+
+    def micro_loss(module: torch.nn.Module, idx: list[int]) -> torch.Tensor:
         images = collate([train[i] for i in idx])["image"].to(rt.device)
-        ids = pad_batch([texts[i] for i in idx], special.pad_id).to(rt.device)
-        with autocast(rt.device):
-            loss = ddp_model(images, ids)
-        optimizer_step(loss, optimizer, cfg.grad_clip, "stage 3", step)
-        progress.update(step, loss.item(), optimizer.param_groups[0]["lr"], cfg.batch_size)
+        return module(images, pad_batch([texts[i] for i in idx], special.pad_id).to(rt.device))
+
+    ck = Checkpointing(Path(str(out_dir) + ".work"), cfg.checkpoint_every,
+                       fingerprint(asdict(cfg), mcfg.to_dict(), str(init_dir or ""), seed, len(train), rt.world))
+    # DDP syncs gradients only through forward(), hence the LossOf wrapper
+    result = fit(model, wrap_ddp(LossOf(model), rt), optimizer, cfg, rt, batches, micro_loss, "stage 3", ck)
+    progress = result.progress
     if rt.is_main:
         config = {"stage": 3, "model": mcfg.to_dict(), "train": asdict(cfg), "grid": list(grid),
                   "init": str(init_dir or ""), "injection": injection, "seed": seed}
@@ -106,16 +94,34 @@ def train_stage3(train: VolumeDataset, tokenizer_path: str | Path, init_dir: str
 
         write_model_folder(out_dir, model.state_dict(), config, progress, "Stage 3 report generation",
                            finalize=finalize)
+    finish(ck, rt)
     teardown(rt)
 
 
-def load_report_model(folder: str | Path, device: torch.device) -> tuple[ReportGenerator, dict]:
-    """Rebuild a Stage 3 model from its folder alone (config.json + model.safetensors)."""
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def load_report_model(folder: str | Path, device: torch.device,
+                      expected: ReportModelConfig | None = None) -> tuple[ReportGenerator, dict]:
+    """Rebuild a Stage 3 model from its folder alone (config.json + model.safetensors).
+
+    With `expected`, a folder of another architecture is an error listing every mismatched key.
+    """
     from safetensors.torch import load_file
 
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     mcfg = ReportModelConfig.from_dict(config["model"])
+    if expected is not None:
+        have, want = _flat(mcfg.to_dict()), _flat(expected.to_dict())
+        diff = {k: (have.get(k), want.get(k)) for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)}
+        if diff:
+            raise ValueError(f"{folder}: model config differs from the requested architecture "
+                             f"(key: (checkpoint, requested)): {diff}")
     model = ReportGenerator(mcfg, build_encoder(load_encoder_config(folder)))
     model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
     return model.to(device).eval(), config

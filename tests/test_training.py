@@ -1,0 +1,184 @@
+"""Training machinery of Stages 2 and 3: resume after a kill, NaN stop, accumulation, sampling,
+best-checkpoint selection and architecture checks between stages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import uvlm.train.fit as fit_module
+from uvlm.constants import CT_RATE_LABELS
+from uvlm.data.volumes import VolumeDataset, balanced_batches
+from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder, save_encoder
+from uvlm.text.tokenizer import train_bpe
+from uvlm.train.stage2 import Stage2Config, train_stage2
+from uvlm.train.stage3 import Stage3Config, build_model_config, load_report_model, train_stage3
+
+ENC = EncoderConfig(features_per_stage=[4, 8, 8], strides=[1, 2, 2], n_blocks_per_stage=[1, 1, 1],
+                    n_conv_per_stage_decoder=[1, 1])
+GRID = (8, 8, 8)
+DECODER = {"dim": 16, "n_layers": 2, "n_heads": 2, "dropout": 0.1}
+TEXTS = ["Findings: no effusion. Impressions: normal.", "Findings: small nodule in the left lung.",
+         "Findings: cardiomegaly and pleural effusion.", "Findings: emphysema. Impressions: copd."]
+
+
+def dataset(tmp_path: Path, n: int = 8, seed: int = 0) -> VolumeDataset:
+    rng = np.random.default_rng(seed)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        path = tmp_path / f"v{i}.npy"
+        np.save(path, rng.normal(size=GRID).astype(np.float16))
+        labels = {c: int(rng.random() < 0.3) for c in CT_RATE_LABELS}
+        rows.append({"volume_name": f"train_{i}_a_1", "array_path": str(path), "report_text": TEXTS[i % 4], **labels})
+    return VolumeDataset(pd.DataFrame(rows))
+
+
+def s2cfg(**kw) -> Stage2Config:
+    base = dict(steps=6, batch_size=2, lr=1e-2, encoder_lr_mult=1.0, weight_decay=0.01, grad_clip=1.0,
+                checkpoint_every=2, eval_every=0, sampling="balanced")
+    return Stage2Config(**{**base, **kw})
+
+
+def s3cfg(**kw) -> Stage3Config:
+    base = dict(steps=6, batch_size=2, lr=1e-2, encoder_lr_mult=0.1, weight_decay=0.01, grad_clip=1.0,
+                checkpoint_every=2, max_text_tokens=32)
+    return Stage3Config(**{**base, **kw})
+
+
+def interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
+    """Simulate a kill: the loop dies when it sets the LR of `step`."""
+    real = fit_module.set_lr
+
+    def dying(optimizer, s, total):
+        if s + 1 == step:
+            raise KeyboardInterrupt(f"killed at step {step}")
+        real(optimizer, s, total)
+
+    monkeypatch.setattr(fit_module, "set_lr", dying)
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_stage2_resume_after_kill_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    train, valid = dataset(tmp_path / "d"), dataset(tmp_path / "v", 4, seed=1)
+    train_stage2(train, valid, None, ENC, s2cfg(), tmp_path / "full", "cpu", 1, 0)
+    assert not (tmp_path / "full.work").exists()  # resume state removed once the folder is written
+    with monkeypatch.context() as m:
+        interrupt_at(m, 5)
+        with pytest.raises(KeyboardInterrupt):
+            train_stage2(train, valid, None, ENC, s2cfg(), tmp_path / "resumed", "cpu", 1, 0)
+    assert (tmp_path / "resumed.work" / "checkpoint_latest.pt").is_file() and not (tmp_path / "resumed").exists()
+    train_stage2(train, valid, None, ENC, s2cfg(), tmp_path / "resumed", "cpu", 1, 0)
+    assert_same(weights(tmp_path / "full"), weights(tmp_path / "resumed"))
+    log_full = pd.read_csv(tmp_path / "full" / "training_log.csv")
+    log_resumed = pd.read_csv(tmp_path / "resumed" / "training_log.csv")
+    pd.testing.assert_frame_equal(log_full, log_resumed)  # the log of the steps before the kill survives
+
+
+def test_stage3_resume_after_kill_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    train = dataset(tmp_path / "d")
+    tok = tmp_path / "tok.json"
+    train_bpe(TEXTS * 4, 80, tok, min_frequency=1)
+    args = (train, tok, None, ENC, GRID, DECODER)
+    train_stage3(*args, s3cfg(), False, "multi_layer", tmp_path / "full", "cpu", 1, 0)
+    with monkeypatch.context() as m:
+        interrupt_at(m, 4)
+        with pytest.raises(KeyboardInterrupt):
+            train_stage3(*args, s3cfg(), False, "multi_layer", tmp_path / "resumed", "cpu", 1, 0)
+    train_stage3(*args, s3cfg(), False, "multi_layer", tmp_path / "resumed", "cpu", 1, 0)
+    assert_same(weights(tmp_path / "full"), weights(tmp_path / "resumed"))
+    # a different config does not resume from a stale checkpoint: it starts afresh
+    with monkeypatch.context() as m:
+        interrupt_at(m, 4)
+        with pytest.raises(KeyboardInterrupt):
+            train_stage3(*args, s3cfg(), False, "multi_layer", tmp_path / "other", "cpu", 1, 0)
+    train_stage3(*args, s3cfg(lr=5e-3), False, "multi_layer", tmp_path / "other", "cpu", 1, 0)
+    assert (tmp_path / "other").is_dir()
+    assert not torch.equal(weights(tmp_path / "full")["decoder.tok_emb.weight"],
+                           weights(tmp_path / "other")["decoder.tok_emb.weight"])
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    train, valid = dataset(tmp_path / "d"), dataset(tmp_path / "d", 4, seed=1)
+    calls = {"n": 0}
+    real = torch.nn.BCEWithLogitsLoss.forward
+
+    def poisoned(self, logits, target):
+        calls["n"] += 1
+        loss = real(self, logits, target)
+        return loss * float("nan") if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(torch.nn.BCEWithLogitsLoss, "forward", poisoned)
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 5.*last good checkpoint \(step 4\)"):
+        train_stage2(train, valid, None, ENC, s2cfg(), tmp_path / "out", "cpu", 1, 0)
+    state = torch.load(tmp_path / "out.work" / "checkpoint_latest.pt", weights_only=True)
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert not (tmp_path / "out").exists()
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tmp_path: Path) -> None:
+    train, valid = dataset(tmp_path / "d"), dataset(tmp_path / "d", 4, seed=1)
+    common = dict(sampling="shuffle", augment=False, steps=3, checkpoint_every=0)
+    train_stage2(train, valid, None, ENC, s2cfg(batch_size=4, accum_steps=1, **common), tmp_path / "big", "cpu", 1, 0)
+    train_stage2(train, valid, None, ENC, s2cfg(batch_size=2, accum_steps=2, **common), tmp_path / "acc", "cpu", 1, 0)
+    train_stage2(train, valid, None, ENC, s2cfg(batch_size=2, accum_steps=1, **common), tmp_path / "small", "cpu", 1, 0)
+    a, b, c = weights(tmp_path / "big"), weights(tmp_path / "acc"), weights(tmp_path / "small")
+    # Conv biases in front of InstanceNorm get a gradient that is exactly zero in theory (the norm removes
+    # per-channel constants), so AdamW turns their float noise into full-size steps: leave them out.
+    keys = [k for k in a if not (k.startswith("encoder.") and k.endswith("bias") and ".norm" not in k)]
+    assert len(keys) > len(a) / 2
+    worst = max((a[k] - b[k]).abs().max().item() for k in keys)
+    assert worst < 2e-4
+    assert max((a[k] - c[k]).abs().max().item() for k in keys) > 50 * worst  # half the batch is a different run
+
+
+def test_balanced_sampling_draws_rare_labels_as_often_as_common_ones() -> None:
+    labels = np.zeros((1000, 3), int)
+    labels[:500, 0] = 1   # common
+    labels[500:510, 1] = 1  # rare: 1 %
+    labels[510:560, 2] = 1  # 5 %
+    draws = np.concatenate([next(it) for it in [balanced_batches(labels, 100, 0)] for _ in range(200)])
+    share = labels[draws].mean(0)  # fraction of drawn volumes carrying each label
+    none_share = (labels[draws].sum(1) == 0).mean()
+    # four groups (3 labels + no finding), each drawn ~1/4 of the time, independent of its base rate
+    np.testing.assert_allclose([*share, none_share], 0.25, atol=0.03)
+
+
+def test_best_validation_auc_weights_are_handed_on(tmp_path: Path) -> None:
+    train, valid = dataset(tmp_path / "d"), dataset(tmp_path / "d", 6, seed=1)
+    m = train_stage2(train, valid, None, ENC, s2cfg(eval_every=2), tmp_path / "out", "cpu", 1, 0)
+    assert m["best_step"] in (2, 4, 6)
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["best_step"] == m["best_step"]
+
+
+def test_architecture_mismatch_lists_the_keys(tmp_path: Path) -> None:
+    save_encoder(build_encoder(ENC), ENC, tmp_path / "stage1")
+    other = EncoderConfig(features_per_stage=[4, 8, 16], strides=[1, 2, 2], n_blocks_per_stage=[1, 2, 1],
+                          n_conv_per_stage_decoder=[1, 1])
+    with pytest.raises(ValueError, match=r"features_per_stage.*n_blocks_per_stage|n_blocks_per_stage.*features"):
+        load_encoder(tmp_path / "stage1", expected=other)
+    tok = tmp_path / "tok.json"
+    train_bpe(TEXTS * 4, 80, tok, min_frequency=1)
+    train_stage3(dataset(tmp_path / "d"), tok, None, ENC, GRID, DECODER, s3cfg(steps=1), True, "multi_layer",
+                 tmp_path / "s3", "cpu", 1, 0)
+    from uvlm.text.tokenizer import SpecialIds, load_tokenizer
+    t = load_tokenizer(tok)
+    want = build_model_config(ENC, GRID, {**DECODER, "n_layers": 3}, t.get_vocab_size(), SpecialIds.from_tokenizer(t),
+                              True, "input_only", 32)
+    with pytest.raises(ValueError, match=r"decoder\.n_layers': \(2, 3\).*injection\.mode': \('multi_layer', 'input_only'\)"):
+        load_report_model(tmp_path / "s3", torch.device("cpu"), expected=want)

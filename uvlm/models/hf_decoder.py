@@ -1,0 +1,344 @@
+"""Stage 3 with a Hugging Face causal LM (Qwen3 in the paper's ablation) instead of our own decoder.
+
+Same sequence layout, hybrid mask, injection and public methods as ``ReportGenerator``:
+
+    [vision_start, N visual placeholders, vision_end | bos, text..., eos, pad...]
+
+The vision block is not made of tokens: vision_start / vision_end and the per-position placeholders are
+parameters of this wrapper, fed with the LM's own embeddings of the text ids as ``inputs_embeds``. The
+hybrid mask goes in as a 4-D additive float mask, which transformers passes to the attention kernel
+as is (sdpa or eager; flash attention cannot take it). Injection adds the projected stage features at
+the visual positions through forward pre-hooks on the mapped decoder layers; since transformers 5
+checkpoints a layer's ``forward`` rather than ``__call__``, the hooks stay outside gradient
+checkpointing and run once per forward. The LM is built from a local folder only (never the hub).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from uvlm.models.decoder import hybrid_attention_mask
+from uvlm.models.injection import InjectionConfig, VisualInjector
+
+QWEN3_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class HFDecoderConfig:
+    model_dir: str  # local folder with config.json (+ weights unless from_scratch, + tokenizer files)
+    from_scratch: bool = False  # random init from config.json instead of loading weights
+    finetune: str = "lora"  # "lora" | "full"
+    lora_r: int = 64
+    lora_alpha: int = 128
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: list(QWEN3_PROJECTIONS))
+    gradient_checkpointing: bool = False
+    dtype: str = "float32"  # LM weights: "float32" | "bfloat16"; wrapper params stay float32
+    attn_implementation: str = "sdpa"  # "sdpa" | "eager": both take the 4-D hybrid mask
+    vocab_size: int | None = None  # from_scratch only: override config.json (e.g. our BPE tokenizer's size)
+
+
+@dataclass
+class HFReportModelConfig:
+    decoder: HFDecoderConfig
+    injection: InjectionConfig  # lm_dim = the LM's hidden_size
+    n_visual_tokens: int
+    bos_id: int
+    eos_id: int
+    pad_id: int  # may equal eos_id (tokenizers without a pad token); the loss mask handles it
+    freeze_encoder: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HFReportModelConfig:
+        d = dict(d)
+        inj = dict(d.pop("injection"))
+        if inj.get("stage_to_layer") is not None:  # JSON turns int keys into strings
+            inj["stage_to_layer"] = {int(k): int(v) for k, v in inj["stage_to_layer"].items()}
+        return cls(decoder=HFDecoderConfig(**d.pop("decoder")), injection=InjectionConfig(**inj), **d)
+
+
+# ------------------------------------------------------------------------------------ tokenizer
+@dataclass(frozen=True)
+class HFSpecialIds:
+    bos_id: int
+    eos_id: int
+    pad_id: int
+
+    def model_kwargs(self) -> dict[str, int]:
+        """The ids ``HFReportModelConfig`` takes."""
+        return asdict(self)
+
+
+def load_hf_tokenizer(model_dir: str | Path) -> Any:
+    """``AutoTokenizer`` from the local folder (no hub lookup)."""
+    return AutoTokenizer.from_pretrained(str(_local_dir(model_dir)), local_files_only=True)
+
+
+def special_ids(tok: Any) -> HFSpecialIds:
+    """bos/eos/pad for an HF tokenizer or our BPE ``tokenizers.Tokenizer``.
+
+    Qwen tokenizers have no bos and some have no pad: both fall back to eos. A bos equal to eos is
+    harmless (bos is never a target) and the loss finds the real eos by position, not by id."""
+    from tokenizers import Tokenizer
+
+    if isinstance(tok, Tokenizer):  # our BPE: the model ignores its vision_start/end ids (learned params)
+        from uvlm.text.tokenizer import SpecialIds
+
+        s = SpecialIds.from_tokenizer(tok)
+        return HFSpecialIds(s.bos_id, s.eos_id, s.pad_id)
+    if tok.eos_token_id is None:
+        raise ValueError("tokenizer has no eos token")
+    eos = int(tok.eos_token_id)
+    bos = eos if tok.bos_token_id is None else int(tok.bos_token_id)
+    pad = eos if tok.pad_token_id is None else int(tok.pad_token_id)
+    return HFSpecialIds(bos, eos, pad)
+
+
+def encode_text(tok: Any, text: str, ids: HFSpecialIds, max_len: int | None = None) -> list[int]:
+    """[bos, text ids..., eos] like ``encode_report``: cut at ``max_len`` without eos when too long."""
+    from tokenizers import Tokenizer
+
+    body = tok.encode(text, add_special_tokens=False)
+    body = body.ids if isinstance(tok, Tokenizer) else list(body)
+    seq = [ids.bos_id, *body, ids.eos_id]
+    return seq if max_len is None or len(seq) <= max_len else seq[:max_len]
+
+
+# ------------------------------------------------------------------------------------ the LM
+def _local_dir(model_dir: str | Path) -> Path:
+    d = Path(model_dir)
+    if not (d / "config.json").is_file():  # never let a typo turn into a hub download
+        raise FileNotFoundError(f"{d}/config.json not found (models load from a local folder only)")
+    return d
+
+
+def build_lm(cfg: HFDecoderConfig) -> nn.Module:
+    """The causal LM from the local folder, LoRA-wrapped (``PeftModel``) or fully trainable."""
+    if cfg.finetune not in ("lora", "full"):
+        raise ValueError(f"finetune must be 'lora' or 'full', got {cfg.finetune!r}")
+    if cfg.attn_implementation not in ("sdpa", "eager"):
+        raise ValueError("attn_implementation must be 'sdpa' or 'eager' (the hybrid mask is a 4-D tensor)")
+    d = _local_dir(cfg.model_dir)
+    kw = {"dtype": DTYPES[cfg.dtype], "attn_implementation": cfg.attn_implementation}
+    if cfg.from_scratch:
+        hf_cfg = AutoConfig.from_pretrained(str(d), local_files_only=True)
+        if cfg.vocab_size is not None:
+            hf_cfg.vocab_size = cfg.vocab_size
+        lm = AutoModelForCausalLM.from_config(hf_cfg, **kw)
+    elif cfg.vocab_size is not None:
+        raise ValueError("vocab_size overrides only a from_scratch LM (pretrained embeddings fix the vocab)")
+    else:
+        lm = AutoModelForCausalLM.from_pretrained(str(d), local_files_only=True, **kw)
+    if cfg.gradient_checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.finetune == "full":
+        return lm.requires_grad_(True)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_target_modules), bias="none")
+    return get_peft_model(lm, lora)  # freezes the base, adds trainable lora_A / lora_B
+
+
+class ParamGroups(NamedTuple):
+    lm: list[nn.Parameter]  # trainable LM params: LoRA only, or all for full fine-tuning
+    visual: list[nn.Parameter]  # injector projections, placeholders, vision_start/end
+    encoder: list[nn.Parameter]
+
+
+class HFReportGenerator(nn.Module):
+    """encoder + VisualInjector + HF causal LM, with ``ReportGenerator``'s interface."""
+
+    def __init__(self, config: HFReportModelConfig, encoder: nn.Module) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        self.lm = build_lm(config.decoder)
+        hf_cfg = self.causal_lm.config
+        dim, vocab = hf_cfg.hidden_size, self.causal_lm.get_input_embeddings().num_embeddings
+        if config.injection.lm_dim != dim:
+            raise ValueError(f"injection.lm_dim {config.injection.lm_dim} != LM hidden_size {dim}")
+        bad = {k: v for k, v in (("bos", config.bos_id), ("eos", config.eos_id), ("pad", config.pad_id))
+               if not 0 <= v < vocab}
+        if bad:
+            raise ValueError(f"special ids {bad} outside the LM vocabulary ({vocab})")
+        layers = self.causal_lm.model.layers  # decoder layers of a *ForCausalLM (Qwen3, Llama, ...)
+        self.injector = VisualInjector(config.injection, len(layers))
+        self.visual_embed = nn.Parameter(torch.randn(config.n_visual_tokens, dim) * 0.02)  # (N, dim)
+        self.vision_marks = nn.Parameter(torch.randn(2, dim) * 0.02)  # vision_start, vision_end
+        self._injected: dict[int, Tensor] | None = None  # set only for the duration of a full forward
+        for i in self.injector.layers:
+            layers[i].register_forward_pre_hook(partial(self._inject_hook, i), with_kwargs=True)
+        if config.freeze_encoder:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+    @property
+    def causal_lm(self) -> PreTrainedModel:
+        """The transformers model (LoRA layers live inside it in place)."""
+        return self.lm.get_base_model() if isinstance(self.lm, PeftModel) else self.lm
+
+    @property
+    def n_vision_block(self) -> int:
+        return self.config.n_visual_tokens + 2
+
+    @property
+    def vis_slice(self) -> slice:
+        return slice(1, 1 + self.config.n_visual_tokens)
+
+    def train(self, mode: bool = True) -> HFReportGenerator:
+        super().train(mode)
+        if self.config.freeze_encoder:  # a frozen encoder stays in eval mode
+            self.encoder.eval()
+        return self
+
+    def trainable_parameter_groups(self) -> ParamGroups:
+        """(LM/LoRA, injector + visual, encoder) for separate learning rates in the optimiser."""
+        return ParamGroups([p for p in self.lm.parameters() if p.requires_grad],
+                           [self.visual_embed, self.vision_marks, *self.injector.parameters()],
+                           list(self.encoder.parameters()))
+
+    def encode(self, images: Tensor) -> dict[int, Tensor]:
+        """images: (B, 1, D, H, W) -> {LM layer: (B, N, dim)} to inject."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_encoder):
+            skips = self.encoder(images)  # shallow -> deep, (B, C_s, D_s, H_s, W_s)
+        ref = skips[self.injector.ref_stage]
+        n_ref = ref.shape[2] * ref.shape[3] * ref.shape[4]
+        if n_ref != self.config.n_visual_tokens:
+            raise ValueError(f"reference stage has {n_ref} tokens {tuple(ref.shape[2:])}, "
+                             f"config.n_visual_tokens = {self.config.n_visual_tokens}")
+        return self.injector(skips)
+
+    def _inject_hook(self, layer: int, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """Add the layer's visual features at positions 1..N of its input (full forwards only)."""
+        if self._injected is None or layer not in self._injected:
+            return args, kwargs
+        h = args[0] if args else kwargs["hidden_states"]  # (B, L, dim)
+        v = self.vis_slice
+        h = torch.cat([h[:, :v.start], h[:, v] + self._injected[layer].to(h.dtype), h[:, v.stop:]], dim=1)
+        if args:
+            return (h, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": h}
+
+    def _embed(self, ids: Tensor) -> Tensor:
+        return self.causal_lm.get_input_embeddings()(ids)  # (B, T, dim)
+
+    def _inputs(self, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """inputs_embeds (B, nv + T, dim) and the additive hybrid mask (1 or B, 1, L, L)."""
+        b, t = input_ids.shape
+        nv = self.n_vision_block
+        text = self._embed(input_ids)
+        m = self.vision_marks.to(text.dtype)
+        block = torch.cat([m[:1], self.visual_embed.to(text.dtype), m[1:]], dim=0)  # (nv, dim)
+        x = torch.cat([block.unsqueeze(0).expand(b, -1, -1), text], dim=1)
+        allowed = hybrid_attention_mask(nv, t, device=input_ids.device)[None, None]  # (1, 1, L, L)
+        if attention_mask is not None and not bool(attention_mask.all()):  # key padding (left padding)
+            keys = torch.cat([attention_mask.new_ones(b, nv, dtype=torch.bool), attention_mask.bool()], 1)
+            allowed = allowed & keys[:, None, None, :]  # (B, 1, L, L); vision keys keep rows non-empty
+        mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device)
+        return x, mask.masked_fill(~allowed, torch.finfo(x.dtype).min)
+
+    def _run(self, injected: dict[int, Tensor], input_ids: Tensor, attention_mask: Tensor | None,
+             keep: int, use_cache: bool = False) -> Any:
+        """LM output for [vision block + input_ids]; logits for the last ``keep`` positions only
+        (vision-position logits would cost N x vocab floats per image)."""
+        x, mask = self._inputs(input_ids, attention_mask)
+        self._injected = injected
+        try:
+            return self.causal_lm(inputs_embeds=x, attention_mask=mask, use_cache=use_cache, logits_to_keep=keep)
+        finally:
+            self._injected = None
+
+    def real_tokens(self, input_ids: Tensor) -> Tensor:
+        """(B, T) bool: real (non-pad) text positions of right-padded [bos, text, eos, pad...].
+        When pad shares its id with eos/bos, real = up to and including the first eos after bos."""
+        c = self.config
+        if c.pad_id not in (c.eos_id, c.bos_id):
+            return input_ids != c.pad_id
+        is_eos = (input_ids[:, 1:] == c.eos_id).long()
+        after_eos = (is_eos.cumsum(1) - is_eos) > 0  # strictly after the first eos
+        return torch.cat([torch.ones_like(after_eos[:, :1]), ~after_eos], dim=1)
+
+    def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Logits (B, T, V) at the text positions; logits[:, t] predict input_ids[:, t + 1]."""
+        if attention_mask is None:
+            attention_mask = self.real_tokens(input_ids)
+        return self._run(self.encode(images), input_ids, attention_mask, keep=input_ids.shape[1]).logits
+
+    def loss(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Mean next-token cross-entropy over real text targets (pads ignored, bos never a target)."""
+        if attention_mask is None:
+            attention_mask = self.real_tokens(input_ids)
+        logits = self(images, input_ids, attention_mask)  # (B, T, V)
+        targets = input_ids[:, 1:].masked_fill(~attention_mask[:, 1:].bool(), -100)  # (B, T-1)
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+
+    @torch.no_grad()
+    def generate(self, images: Tensor, max_new_tokens: int, use_cache: bool = True) -> list[list[int]]:
+        """Greedy decoding after [vision block, bos]; per image the ids without bos/eos, cut at the
+        first eos. Call ``eval()`` first (LoRA dropout). ``use_cache=False`` recomputes everything."""
+        cfg = self.config
+        b = images.shape[0]
+        ids = torch.full((b, 1), cfg.bos_id, dtype=torch.long, device=images.device)  # (B, 1)
+        injected = self.encode(images)
+        out = self._run(injected, ids, None, keep=1, use_cache=use_cache)
+        logits, cache = out.logits[:, -1], out.cache  # (B, V)
+        done = torch.zeros(b, dtype=torch.bool, device=images.device)
+        steps: list[Tensor] = []
+        for step in range(max_new_tokens):
+            nxt = torch.where(done, cfg.pad_id, logits.argmax(-1))  # (B,); finished rows emit pad
+            steps.append(nxt)
+            done |= nxt == cfg.eos_id
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            if use_cache:  # one new position; no mask = it sees the whole cache; no injection
+                out = self.causal_lm(inputs_embeds=self._embed(nxt[:, None]), cache=cache, use_cache=True)
+                logits, cache = out.logits[:, -1], out.cache
+            else:
+                ids = torch.cat([ids, nxt[:, None]], dim=1)  # (B, T+1)
+                logits = self._run(injected, ids, None, keep=1).logits[:, -1]
+        rows = torch.stack(steps, 1).tolist() if steps else [[] for _ in range(b)]
+        return [r[: r.index(cfg.eos_id)] if cfg.eos_id in r else r for r in rows]
+
+    # -------------------------------------------------------------------------------- saving
+    def _saves_base_weights(self) -> bool:
+        """A pretrained base under LoRA is rebuilt from model_dir; a random one must be saved."""
+        return self.config.decoder.finetune == "full" or self.config.decoder.from_scratch
+
+    def state_dict_for_save(self) -> dict[str, Tensor]:
+        """What a checkpoint needs, as plain tensors for ``safetensors.save_file``: everything but the
+        frozen pretrained LM weights under LoRA; tied weights (lm_head = embed_tokens) stored once."""
+        keep_lm = None if self._saves_base_weights() else {
+            f"lm.{n}" for n, p in self.lm.named_parameters() if p.requires_grad}
+        out: dict[str, Tensor] = {}
+        seen: set[tuple[int, tuple[int, ...]]] = set()
+        for k, v in self.state_dict().items():
+            if keep_lm is not None and k.startswith("lm.") and k not in keep_lm:
+                continue
+            key = (v.untyped_storage().data_ptr(), tuple(v.shape))
+            if key in seen:
+                continue
+            seen.add(key)
+            out[k] = v.detach().contiguous()
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Tensor], strict: bool = True, assign: bool = False) -> Any:
+        """Accepts ``state_dict_for_save()`` output (or a full state dict). ``strict`` checks that every
+        saved key is present and no unknown key is given; the LM base comes from model_dir."""
+        if strict:
+            missing = set(self.state_dict_for_save()) - set(state_dict)
+            unexpected = set(state_dict) - set(self.state_dict())
+            if missing or unexpected:
+                raise RuntimeError(f"missing keys {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+        return super().load_state_dict(state_dict, strict=False, assign=assign)
