@@ -193,7 +193,7 @@ def test_beam_log_probability_at_least_greedy() -> None:
     """Not a theorem for beam search, but on these random models it must hold, and it fails if the
     scores, the reordering or the hypothesis bookkeeping are wrong. length_penalty=0: raw sums."""
     n_new, better = 10, 0
-    for seed in range(3):
+    for seed in (0, 1, 5):  # seed 5: beam search prefers stopping at once over greedy's 10 tokens
         model = tiny_generator(seed)
         imgs = images(2, seed=seed + 10)
         greedy = model.generate(imgs, n_new)

@@ -255,3 +255,21 @@ def test_cls_head_shape_and_gradients() -> None:
     assert head.queries.grad is not None and head.queries.grad.abs().sum() > 0
     first_conv = next(p for p in model.encoder.parameters() if p.dim() == 5)
     assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
+
+
+def test_parameter_table_matches_built_models() -> None:
+    """The meta-device counts equal those of really built modules; embeddings are vocab x dim."""
+    from uvlm.config import REPO_ROOT, load_config
+    from uvlm.models.encoder import EncoderConfig, build_unet
+    from uvlm.models.param_count import parameter_table
+
+    cfg = load_config(REPO_ROOT / "config" / "config.yaml")
+    df = parameter_table(cfg).set_index("part")["parameters"]
+    unet = build_unet(EncoderConfig.from_config(cfg["encoder"]), num_classes=2)
+    assert df["U-Net encoder (ResEnc)"] == sum(p.numel() for p in unet.encoder.parameters())
+    dec = cfg["stage3"]["decoder"]
+    emb = [k for k in df.index if k.startswith("token embeddings")][0]
+    assert df[emb] == cfg["stage3"]["vocab_size"] * dec["dim"]
+    parts = [k for k in df.index if k not in ("report decoder total (without encoder)",)]
+    stage3 = df[[k for k in parts if k.startswith(("token", "decoder layers", "injection", "visual"))]].sum()
+    assert df["report decoder total (without encoder)"] == stage3

@@ -148,3 +148,18 @@ def test_stage2_under_torchrun_ddp_on_cpu(micro_run: Path, tmp_path: Path) -> No
     assert res.returncode == 0, res.stderr[-3000:]
     assert (out / "model.safetensors").is_file() and (out / "encoder_config.json").is_file()
     assert len(pd.read_csv(out / "training_log.csv")) == 3
+
+
+def test_training_rules_request_gpus_and_use_torchrun_for_several(micro_run: Path) -> None:
+    cfg = yaml.safe_load((micro_run / "micro.yaml").read_text())
+    cfg["gpus"] = {"stage1": 2, "stage2": 4, "stage3": 1}
+    cfg["stage2"]["lr"] = 0.5  # force Stage 2 (and what follows) to rerun in the dry run
+    path = micro_run / "micro_gpus.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = _snakemake(micro_run, "-n", "-p", f"--configfile={path}", "results/models/stage3/seg_cl_cls_rep")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-2000:]
+    stage2 = out[out.index("rule stage2:"):out.index("rule stage3:")]
+    assert "gpu=4" in stage2 and "torchrun --standalone --nproc_per_node=4 --no-python uvlm" in stage2
+    stage3 = out[out.index("rule stage3:"):]
+    assert "gpu=1" in stage3 and "torchrun" not in stage3

@@ -227,11 +227,11 @@ def cmd_stage3(a: argparse.Namespace, cfg: dict) -> None:
 
 
 def cmd_generate(a: argparse.Namespace, cfg: dict) -> None:
-    from uvlm.generate import generate_reports
+    from uvlm.generate import decoding_from_config, generate_reports
 
     g = cfg["generate"]
     generate_reports(a.model, _split(a.manifest, a.preprocessed, a.split), a.out, g["max_new_tokens"],
-                     g["batch_size"], cfg["device"], cfg["threads"])
+                     g["batch_size"], cfg["device"], cfg["threads"], decoding_from_config({**g, "seed": cfg["seed"]}))
 
 
 def cmd_evaluate(a: argparse.Namespace, cfg: dict) -> None:
@@ -262,6 +262,15 @@ def cmd_tables(a: argparse.Namespace, cfg: dict) -> None:
                "macro means over the 18 CT-RATE labels; BLEU is corpus BLEU on a 0-1 scale.")
     write_table(df, a.csv, a.md, caption)
     print(Path(a.md).read_text())
+
+
+def cmd_params(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.models.param_count import parameter_table
+
+    df = parameter_table(cfg)
+    print(f"Parameter counts for {a.config} (input grid {cfg['preprocess']['grid']}, stage shapes "
+          f"{df.attrs['stage_shapes']}, {df.attrs['n_visual_tokens']} visual tokens):\n")
+    print(df.to_markdown(index=False, intfmt=","))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--model", req), ("--split", {"default": "valid"}), ("--out", req))
     add("evaluate", cmd_evaluate, "score generated reports", ("--reports", req), ("--manifest", req),
         ("--out", req))
+    add("params", cmd_params, "print the parameter count of every model part for the config")
     add("baseline", cmd_baseline, "most-frequent-label-set baseline", ("--manifest", req), ("--out", req))
     add("tables", cmd_tables, "paper-shaped result tables", ("--metrics-dir", req), ("--baseline", req),
         ("--published", {"default": "config/published.yaml"}), ("--md", req), ("--csv", req))

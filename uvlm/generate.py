@@ -1,4 +1,4 @@
-"""Generate reports for one split with a trained Stage 3 model (greedy, KV cache, batched)."""
+"""Generate reports for one split with a trained Stage 3 model (greedy, beam or sampling; KV cache; batched)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 
 from uvlm.data.volumes import VolumeDataset, collate
 from uvlm.io import write_parquet
+from uvlm.models.decoding import DecodingConfig
 from uvlm.models.encoder import pick_device
 from uvlm.text.tokenizer import load_tokenizer
 from uvlm.train.stage3 import load_report_model
@@ -18,8 +19,15 @@ from uvlm.train.stage3 import load_report_model
 log = logging.getLogger(__name__)
 
 
+def decoding_from_config(section: dict) -> DecodingConfig:
+    """The `generate` config section as a DecodingConfig (keys it does not name are ignored)."""
+    fields = DecodingConfig.__dataclass_fields__
+    return DecodingConfig(**{k: v for k, v in section.items() if k in fields})
+
+
 def generate_reports(model_dir: str | Path, data: VolumeDataset, out_path: str | Path, max_new_tokens: int,
-                     batch_size: int, device_name: str, threads: int) -> pd.DataFrame:
+                     batch_size: int, device_name: str, threads: int,
+                     decoding: DecodingConfig | None = None) -> pd.DataFrame:
     """Write <out>.parquet: volume_name, reference, generated, n_tokens."""
     torch.set_num_threads(threads)
     device = pick_device(device_name)
@@ -29,7 +37,8 @@ def generate_reports(model_dir: str | Path, data: VolumeDataset, out_path: str |
     for s in range(0, len(data), batch_size):
         batch = collate([data[i] for i in range(s, min(s + batch_size, len(data)))])
         with torch.no_grad():
-            outs = model.generate(batch["image"].to(device), max_new_tokens=max_new_tokens, use_cache=True)
+            outs = model.generate(batch["image"].to(device), max_new_tokens=max_new_tokens, use_cache=True,
+                                  decoding=decoding)
         for name, ref, ids in zip(batch["name"], batch["text"], outs, strict=True):
             rows.append({"volume_name": name, "reference": ref, "generated": tok.decode(ids).strip(),
                          "n_tokens": len(ids)})

@@ -118,7 +118,7 @@ def greedy_or_sample(first_logits: Tensor, advance: Step, cfg: DecodingConfig, e
     b = first_logits.shape[0]
     gen = None
     if cfg.strategy == "sample":
-        gen = torch.Generator(device=first_logits.device).manual_seed(0)
+        gen = torch.Generator(device=first_logits.device).manual_seed(cfg.seed)
     logits = first_logits  # (B, V)
     done = torch.zeros(b, dtype=torch.bool, device=logits.device)
     steps: list[Tensor] = []

@@ -6,11 +6,11 @@ Same sequence layout, hybrid mask, injection and public methods as ``ReportGener
 
 The vision block is not made of tokens: vision_start / vision_end and the per-position placeholders are
 parameters of this wrapper, fed with the LM's own embeddings of the text ids as ``inputs_embeds``. The
-hybrid mask goes in as a 4-D additive float mask, which transformers passes to the attention kernel
-as is (sdpa or eager; flash attention cannot take it). Injection adds the projected stage features at
-the visual positions through forward pre-hooks on the mapped decoder layers; since transformers 5
-checkpoints a layer's ``forward`` rather than ``__call__``, the hooks stay outside gradient
-checkpointing and run once per forward. The LM is built from a local folder only (never the hub).
+hybrid mask goes in as a 4-D mask (bool for sdpa, additive float for eager), which transformers hands
+to the attention kernel as is; flash attention cannot take it. Injection adds the projected stage
+features at the visual positions through forward pre-hooks on the mapped decoder layers; since
+transformers 5 checkpoints a layer's ``forward`` rather than ``__call__``, the hooks stay outside
+gradient checkpointing and run once per forward. The LM is built from a local folder only (never the hub).
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def build_lm(cfg: HFDecoderConfig) -> nn.Module:
     else:
         lm = AutoModelForCausalLM.from_pretrained(str(d), local_files_only=True, **kw)
     if cfg.gradient_checkpointing:
-        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if cfg.finetune == "full":
         return lm.requires_grad_(True)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -235,7 +235,8 @@ class HFReportGenerator(nn.Module):
         return self.causal_lm.get_input_embeddings()(ids)  # (B, T, dim)
 
     def _inputs(self, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """inputs_embeds (B, nv + T, dim) and the additive hybrid mask (1 or B, 1, L, L)."""
+        """inputs_embeds (B, nv + T, dim) and the hybrid mask (1 or B, 1, L, L): bool for sdpa
+        (True = attend), additive float for eager."""
         b, t = input_ids.shape
         nv = self.n_vision_block
         text = self._embed(input_ids)
@@ -246,7 +247,9 @@ class HFReportGenerator(nn.Module):
         if attention_mask is not None and not bool(attention_mask.all()):  # key padding (left padding)
             keys = torch.cat([attention_mask.new_ones(b, nv, dtype=torch.bool), attention_mask.bool()], 1)
             allowed = allowed & keys[:, None, None, :]  # (B, 1, L, L); vision keys keep rows non-empty
-        mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device)
+        if self.config.decoder.attn_implementation == "sdpa":  # bool: independent of autocast dtypes
+            return x, allowed
+        mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device)  # eager adds the mask to scores
         return x, mask.masked_fill(~allowed, torch.finfo(x.dtype).min)
 
     def _run(self, injected: dict[int, Tensor], input_ids: Tensor, attention_mask: Tensor | None,
@@ -256,7 +259,8 @@ class HFReportGenerator(nn.Module):
         x, mask = self._inputs(input_ids, attention_mask)
         self._injected = injected
         try:
-            return self.causal_lm(inputs_embeds=x, attention_mask=mask, use_cache=use_cache, logits_to_keep=keep)
+            return self.causal_lm(inputs_embeds=x, attention_mask=mask, use_cache=use_cache,
+                                  logits_to_keep=keep)
         finally:
             self._injected = None
 
@@ -333,7 +337,8 @@ class HFReportGenerator(nn.Module):
             out[k] = v.detach().contiguous()
         return out
 
-    def load_state_dict(self, state_dict: dict[str, Tensor], strict: bool = True, assign: bool = False) -> Any:
+    def load_state_dict(self, state_dict: dict[str, Tensor], strict: bool = True,
+                        assign: bool = False) -> Any:
         """Accepts ``state_dict_for_save()`` output (or a full state dict). ``strict`` checks that every
         saved key is present and no unknown key is given; the LM base comes from model_dir."""
         if strict:

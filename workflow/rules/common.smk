@@ -73,6 +73,12 @@ def label_shards(wildcards):
     return [f"results/labels/ct_rate/shard_{k}" for k in shard_ids()]
 
 
+def launcher(stage):
+    """Training jobs with several GPUs run one process per GPU under torchrun (DDP)."""
+    n = config["gpus"][stage]
+    return f"torchrun --standalone --nproc_per_node={n} --no-python " if n > 1 else ""
+
+
 def labeler_gpus(name):
     """Model-based labelers get one GPU per job; the classical and folder ones run on CPU."""
     return 1 if LABELERS[name]["backend"] in GPU_BACKENDS else 0

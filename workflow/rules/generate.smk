@@ -16,6 +16,7 @@ rule generate:
     resources:
         mem_mb=4000,
         runtime=240,
+        gpu=min(config["gpus"]["stage3"], 1),
     conda:
         "../../envs/uvlm.yaml"
     shell:

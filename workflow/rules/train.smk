@@ -56,6 +56,7 @@ rule stage1:
         stage1=config["stage1"],
         encoder=config["encoder"],
         work="results/nnunet/work/{gran}",
+        launch=launcher("stage1"),
     log:
         "results/logs/stage1/seg_{gran}.log",
     benchmark:
@@ -64,10 +65,11 @@ rule stage1:
     resources:
         mem_mb=8000,
         runtime=1440,
+        gpu=config["gpus"]["stage1"],
     conda:
         "../../envs/uvlm.yaml"
     shell:
-        "uvlm --config {params.config} stage1 --raw {input} --work {params.work} --out {output} > {log} 2>&1"
+        "{params.launch}uvlm --config {params.config} stage1 --raw {input} --work {params.work} --out {output} > {log} 2>&1"
 
 
 rule stage2:
@@ -82,6 +84,7 @@ rule stage2:
         stage2=config["stage2"],
         encoder=config["encoder"],
         init_arg=lambda w, input: f"--init {input.init}" if input.init else "",
+        launch=launcher("stage2"),
     log:
         "results/logs/stage2/cls_{init}.log",
     benchmark:
@@ -90,10 +93,11 @@ rule stage2:
     resources:
         mem_mb=8000,
         runtime=1440,
+        gpu=config["gpus"]["stage2"],
     conda:
         "../../envs/uvlm.yaml"
     shell:
-        "uvlm --config {params.config} stage2 --manifest {input.manifest} --preprocessed {input.preprocessed} "
+        "{params.launch}uvlm --config {params.config} stage2 --manifest {input.manifest} --preprocessed {input.preprocessed} "
         "{params.init_arg} --out {output} > {log} 2>&1"
 
 
@@ -111,6 +115,7 @@ rule stage3:
         encoder=config["encoder"],
         experiment=lambda w: EXPERIMENTS[w.experiment],
         init_arg=lambda w, input: f"--init {input.init}" if input.init else "",
+        launch=launcher("stage3"),
     log:
         "results/logs/stage3/{experiment}.log",
     benchmark:
@@ -119,9 +124,10 @@ rule stage3:
     resources:
         mem_mb=8000,
         runtime=1440,
+        gpu=config["gpus"]["stage3"],
     conda:
         "../../envs/uvlm.yaml"
     shell:
-        "uvlm --config {params.config} stage3 --manifest {input.manifest} --preprocessed {input.preprocessed} "
+        "{params.launch}uvlm --config {params.config} stage3 --manifest {input.manifest} --preprocessed {input.preprocessed} "
         "--tokenizer {input.tokenizer} {params.init_arg} --experiment {wildcards.experiment} "
         "--out {output} > {log} 2>&1"
