@@ -182,3 +182,42 @@ def test_architecture_mismatch_lists_the_keys(tmp_path: Path) -> None:
                               True, "input_only", 32)
     with pytest.raises(ValueError, match=r"decoder\.n_layers': \(2, 3\).*injection\.mode': \('multi_layer', 'input_only'\)"):
         load_report_model(tmp_path / "s3", torch.device("cpu"), expected=want)
+
+
+def test_qwen3_lora_step_through_stage3_code_and_generation(tmp_path: Path) -> None:
+    """A tiny Qwen3-architecture LM built from a local config (no download) trains through train_stage3
+    with LoRA, its folder reloads, and uvlm.generate writes reports from it."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer
+
+    from uvlm.generate import generate_reports
+
+    qwen = tmp_path / "qwen3"
+    tok = tmp_path / "tok.json"
+    train_bpe(TEXTS * 4, 80, tok, min_frequency=1)
+    vocab = Tokenizer.from_file(str(tok)).get_vocab_size()
+    transformers.AutoModelForCausalLM.from_config(transformers.Qwen3Config(
+        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=256)).save_pretrained(qwen)
+    # the folder's own tokenizer, as a Qwen3 folder has one (here our BPE file in HF's format)
+    transformers.PreTrainedTokenizerFast(tokenizer_file=str(tok), bos_token="<bos>", eos_token="<eos>",
+                                         pad_token="<pad>", unk_token="<unk>").save_pretrained(qwen)
+    hf = {"model_dir": str(qwen), "from_scratch": False, "finetune": "lora", "lora_r": 4, "lora_alpha": 8,
+          "lora_dropout": 0.0, "dtype": "float32", "gradient_checkpointing": False, "tokenizer": "hf"}
+    train = dataset(tmp_path / "d")
+    base = transformers.AutoModelForCausalLM.from_pretrained(qwen).state_dict()
+    train_stage3(train, tok, None, ENC, GRID, DECODER, s3cfg(steps=2, checkpoint_every=0), True, "multi_layer",
+                 tmp_path / "s3", "cpu", 1, 0, hf=hf)
+    saved = weights(tmp_path / "s3")
+    lora = [k for k in saved if "lora_" in k]
+    assert lora and not any(k.endswith("embed_tokens.weight") for k in saved)  # LoRA folder: no frozen base
+    assert any(not torch.equal(saved[k], torch.zeros_like(saved[k])) for k in lora if "lora_B" in k)  # trained
+    model, config = load_report_model(tmp_path / "s3", torch.device("cpu"))
+    assert config["kind"] == "hf"
+    lm_state = {k.replace(".base_layer", ""): v for k, v in model.causal_lm.state_dict().items()}
+    common = [k for k in base if k in lm_state]
+    assert len(common) >= len(base) // 2
+    for k in common:  # the frozen base is what the model folder had
+        assert torch.equal(lm_state[k], base[k]), k
+    df = generate_reports(tmp_path / "s3", train, tmp_path / "reports.parquet", 6, 4, "cpu", 1)
+    assert len(df) == len(train) and (df["n_tokens"] <= 6).all()

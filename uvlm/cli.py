@@ -205,6 +205,14 @@ def cmd_stage1(a: argparse.Namespace, cfg: dict) -> None:
                Stage1Config.from_config(cfg["stage1"]), pick_device(cfg["device"]), cfg["seed"])
 
 
+def cmd_stage1_import(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.models.encoder import EncoderConfig
+    from uvlm.train.stage1 import import_stage1
+
+    import_stage1(a.checkpoint, a.out, EncoderConfig.from_config(cfg["encoder"]))
+    log.info("Stage 1 encoder imported from %s -> %s", a.checkpoint, a.out)
+
+
 def cmd_stage2(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.models.encoder import EncoderConfig
     from uvlm.train.stage2 import Stage2Config, train_stage2
@@ -223,7 +231,7 @@ def cmd_stage3(a: argparse.Namespace, cfg: dict) -> None:
     train_stage3(_split(a.manifest, a.preprocessed, "train"), a.tokenizer, a.init or None,
                  EncoderConfig.from_config(cfg["encoder"]), tuple(cfg["preprocess"]["grid"]), s3["decoder"],
                  Stage3Config.from_config(s3), exp["freeze_encoder"] and bool(a.init), exp["injection"], a.out,
-                 cfg["device"], cfg["threads"], cfg["seed"])
+                 cfg["device"], cfg["threads"], cfg["seed"], hf=s3["hf"] if exp.get("decoder") == "hf" else None)
 
 
 def cmd_generate(a: argparse.Namespace, cfg: dict) -> None:
@@ -312,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("--manifest", req), ("--labels", many), ("--granularity", req), ("--out", req))
     add("stage1", cmd_stage1, "segmentation pretraining with nnU-Net", ("--raw", req), ("--work", req),
         ("--out", req))
+    add("stage1-import", cmd_stage1_import, "use a standalone nnU-Net run's checkpoint_final.pth as Stage 1",
+        ("--checkpoint", req), ("--out", req))
     add("stage2", cmd_stage2, "classification pretraining", ("--manifest", req), ("--preprocessed", many),
         ("--init", {"default": ""}), ("--out", req))
     add("stage3", cmd_stage3, "report-generation training", ("--manifest", req), ("--preprocessed", many),

@@ -48,6 +48,9 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         if exp["seg"] is not None and exp["seg"] not in cfg["stage1"]["dataset_ids"]:
             raise ConfigError(f"experiment '{exp_name}': no stage1/dataset_ids entry for granularity {exp['seg']}")
     _check_labelers(cfg["pseudolabels"])
+    for exp_name in cfg["run"]:
+        if cfg["experiments"][exp_name].get("decoder") == "hf" and not cfg["stage3"]["hf"]["model_dir"]:
+            raise ConfigError(f"experiment '{exp_name}' uses the Hugging Face decoder: set stage3/hf/model_dir")
     return cfg
 
 

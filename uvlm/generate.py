@@ -31,14 +31,20 @@ def generate_reports(model_dir: str | Path, data: VolumeDataset, out_path: str |
     """Write <out>.parquet: volume_name, reference, generated, n_tokens."""
     torch.set_num_threads(threads)
     device = pick_device(device_name)
-    model, _ = load_report_model(model_dir, device)
+    model, config = load_report_model(model_dir, device)
+    extra = {"decoding": decoding}
+    if config.get("kind") == "hf":
+        if decoding is not None and decoding.strategy != "greedy":
+            raise ValueError(f"generate.strategy '{decoding.strategy}' is implemented for our own decoder; the "
+                             "Hugging Face decoder decodes greedily")
+        extra = {}
     tok = load_tokenizer(Path(model_dir) / "tokenizer.json")
     rows, start, n_tokens = [], time.monotonic(), 0
     for s in range(0, len(data), batch_size):
         batch = collate([data[i] for i in range(s, min(s + batch_size, len(data)))])
         with torch.no_grad():
             outs = model.generate(batch["image"].to(device), max_new_tokens=max_new_tokens, use_cache=True,
-                                  decoding=decoding)
+                                  **extra)
         for name, ref, ids in zip(batch["name"], batch["text"], outs, strict=True):
             rows.append({"volume_name": name, "reference": ref, "generated": tok.decode(ids).strip(),
                          "n_tokens": len(ids)})

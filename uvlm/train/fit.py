@@ -62,7 +62,9 @@ def save_checkpoint(ck: Checkpointing, model: torch.nn.Module, optimizer: torch.
                     progress: Progress, gens: list[torch.Generator], best: dict) -> None:
     ck.work_dir.mkdir(parents=True, exist_ok=True)
     tmp = ck.work_dir / f".checkpoint.{os.getpid()}.tmp"
-    torch.save({"fingerprint": ck.fingerprint, "step": step, "model": model.state_dict(),
+    # a LoRA-wrapped LM saves only what trains (its frozen base is rebuilt from the model folder)
+    weights = model.state_dict_for_save() if hasattr(model, "state_dict_for_save") else model.state_dict()
+    torch.save({"fingerprint": ck.fingerprint, "step": step, "model": weights,
                 "optimizer": optimizer.state_dict(), "rng": _rng_state(gens), "rows": progress.rows,
                 "best": best}, tmp)
     tmp.replace(ck.path)  # atomic: a kill mid-write leaves the previous checkpoint intact

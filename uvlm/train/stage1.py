@@ -169,3 +169,39 @@ def run_stage1(dataset_dir: str | Path, work_dir: str | Path, out_dir: str | Pat
         partial.rename(out_dir)
     if distributed:
         dist.destroy_process_group()
+
+
+def import_stage1(checkpoint: str | Path, out_dir: str | Path, enc: EncoderConfig) -> None:
+    """Use the encoder of a standalone nnU-Net v2 run (its checkpoint_final.pth) as the Stage 1 result.
+
+    The checkpoint is read with the weights-only loader; its plans must describe the architecture
+    our config asks for (an error lists every differing key), and its encoder weights must load
+    strictly. Written like a trained Stage 1 folder: encoder.safetensors, encoder_config.json, plans.json.
+    """
+    from uvlm.models.encoder import build_encoder
+    from uvlm.pseudolabel.nnunet_model import load_checkpoint
+
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    ckpt = load_checkpoint(checkpoint)
+    plans, configuration = ckpt["init_args"]["plans"], ckpt["init_args"]["configuration"]
+    arch = plans["configurations"][configuration]["architecture"]
+    want = enc.arch_kwargs()
+    diff = {k: (arch["arch_kwargs"].get(k), v) for k, v in want["arch_kwargs"].items()
+            if arch["arch_kwargs"].get(k) != v}
+    if arch["network_class_name"] != want["network_class_name"]:
+        diff["network_class_name"] = (arch["network_class_name"], want["network_class_name"])
+    if diff:
+        raise ValueError(f"{checkpoint}: its architecture differs from config 'encoder' "
+                         f"(key: (checkpoint, config)): {diff}")
+    state = {k[len("encoder."):]: v for k, v in ckpt["network_weights"].items() if k.startswith("encoder.")}
+    encoder = build_encoder(enc)
+    encoder.load_state_dict(state, strict=True)
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    save_encoder(encoder, enc, partial, extra={"stage": 1, "imported_from": str(checkpoint.resolve()),
+                                               "trainer": ckpt["trainer_name"],
+                                               "epochs": int(ckpt.get("current_epoch", 0))})
+    write_json(plans, partial / "plans.json")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    partial.rename(out_dir)

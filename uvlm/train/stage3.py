@@ -57,27 +57,70 @@ def pad_batch(seqs: list[list[int]], pad_id: int) -> torch.Tensor:
     return torch.tensor([s + [pad_id] * (t - len(s)) for s in seqs], dtype=torch.long)
 
 
+def _hf_model(hf: dict, tokenizer_path: str | Path, enc_cfg: EncoderConfig, grid: tuple[int, int, int],
+              encoder: torch.nn.Module, freeze: bool, injection: str, max_text_tokens: int):
+    """The alternative decoder: a Hugging Face causal LM (Qwen3 in the paper) from a local folder.
+
+    Returns (model, tokenizer file to hand on, encode(text) -> ids, pad id).
+    """
+    from uvlm.models.hf_decoder import (
+        HFDecoderConfig,
+        HFReportGenerator,
+        HFReportModelConfig,
+        encode_text,
+        load_hf_tokenizer,
+        special_ids,
+    )
+
+    own_tok = hf.get("tokenizer", "hf") == "bpe"  # our BPE only with a from-scratch LM (vocabulary must match)
+    tok = load_tokenizer(tokenizer_path) if own_tok else load_hf_tokenizer(hf["model_dir"])
+    tok_file = Path(tokenizer_path) if own_tok else Path(hf["model_dir"]) / "tokenizer.json"
+    ids = special_ids(tok)
+    dcfg = HFDecoderConfig(**{k: v for k, v in hf.items() if k in HFDecoderConfig.__dataclass_fields__},
+                           vocab_size=tok.get_vocab_size() if own_tok and hf["from_scratch"] else None)
+    lm_dim = json.loads((Path(hf["model_dir"]) / "config.json").read_text())["hidden_size"]
+    inj = InjectionConfig(stage_channels=list(enc_cfg.features_per_stage), lm_dim=lm_dim, mode=injection)
+    mcfg = HFReportModelConfig(decoder=dcfg, injection=inj, n_visual_tokens=math.prod(enc_cfg.stage_shapes(grid)[-1]),
+                               freeze_encoder=freeze, **ids.model_kwargs())
+    model = HFReportGenerator(mcfg, encoder)
+    return model, mcfg, tok_file, lambda text: encode_text(tok, text, ids, max_text_tokens), ids.pad_id
+
+
 def train_stage3(train: VolumeDataset, tokenizer_path: str | Path, init_dir: str | Path | None,
                  enc_cfg: EncoderConfig, grid: tuple[int, int, int], decoder: dict, cfg: Stage3Config,
                  freeze_encoder: bool, injection: str, out_dir: str | Path, device_name: str, threads: int,
-                 seed: int) -> None:
-    """Train the report generator and write its folder (model, config, tokenizer, log, curve)."""
+                 seed: int, hf: dict | None = None) -> None:
+    """Train the report generator and write its folder (model, config, tokenizer, log, curve).
+
+    hf: settings of a Hugging Face decoder (config `stage3.hf`) to use instead of our own decoder.
+    """
     rt = setup_runtime(device_name, threads, seed)
-    tok = load_tokenizer(tokenizer_path)
-    special = SpecialIds.from_tokenizer(tok)
     encoder = load_encoder(init_dir, expected=enc_cfg)[0] if init_dir else build_encoder(enc_cfg)
-    mcfg = build_model_config(enc_cfg, grid, decoder, tok.get_vocab_size(), special, freeze_encoder, injection,
-                              cfg.max_text_tokens)
-    model = ReportGenerator(mcfg, encoder).to(rt.device)
+    if hf:
+        model, mcfg, tok_file, encode, pad_id = _hf_model(hf, tokenizer_path, enc_cfg, grid, encoder,
+                                                          freeze_encoder, injection, cfg.max_text_tokens)
+    else:
+        tok = load_tokenizer(tokenizer_path)
+        special = SpecialIds.from_tokenizer(tok)
+        mcfg = build_model_config(enc_cfg, grid, decoder, tok.get_vocab_size(), special, freeze_encoder, injection,
+                                  cfg.max_text_tokens)
+        model = ReportGenerator(mcfg, encoder)
+        tok_file, pad_id = Path(tokenizer_path), special.pad_id
+
+        def encode(text: str) -> list[int]:
+            return encode_report(tok, text, cfg.max_text_tokens)
+    model = model.to(rt.device)
     enc_params = list(model.encoder.parameters())
     enc_ids = {id(p) for p in enc_params}
-    optimizer = adamw([p for p in model.parameters() if id(p) not in enc_ids], enc_params, cfg, freeze_encoder)
-    texts = [encode_report(tok, t, cfg.max_text_tokens) for t in train.texts]
+    trainable = [p for p in model.parameters() if id(p) not in enc_ids and p.requires_grad]
+    optimizer = adamw(trainable, enc_params, cfg, freeze_encoder)
+    texts = [encode(t) for t in train.texts]
     batches = random_batches(len(train), cfg.batch_size, seed, rt.rank, rt.world)
 
     def micro_loss(module: torch.nn.Module, idx: list[int]) -> torch.Tensor:
         images = collate([train[i] for i in idx])["image"].to(rt.device)
-        return module(images, pad_batch([texts[i] for i in idx], special.pad_id).to(rt.device))
+        # pad may equal eos (HF tokenizers without a pad token): model.loss finds the real tokens
+        return module(images, pad_batch([texts[i] for i in idx], pad_id).to(rt.device))
 
     ck = Checkpointing(Path(str(out_dir) + ".work"), cfg.checkpoint_every,
                        fingerprint(asdict(cfg), mcfg.to_dict(), str(init_dir or ""), seed, len(train), rt.world))
@@ -85,15 +128,15 @@ def train_stage3(train: VolumeDataset, tokenizer_path: str | Path, init_dir: str
     result = fit(model, wrap_ddp(LossOf(model), rt), optimizer, cfg, rt, batches, micro_loss, "stage 3", ck)
     progress = result.progress
     if rt.is_main:
-        config = {"stage": 3, "model": mcfg.to_dict(), "train": asdict(cfg), "grid": list(grid),
-                  "init": str(init_dir or ""), "injection": injection, "seed": seed}
+        config = {"stage": 3, "kind": "hf" if hf else "own", "model": mcfg.to_dict(), "train": asdict(cfg),
+                  "grid": list(grid), "init": str(init_dir or ""), "injection": injection, "seed": seed}
 
         def finalize(folder: Path) -> None:
-            shutil.copyfile(tokenizer_path, folder / "tokenizer.json")
+            shutil.copyfile(tok_file, folder / "tokenizer.json")
             save_encoder(None, enc_cfg, folder, extra={"stage": 3})
 
-        write_model_folder(out_dir, model.state_dict(), config, progress, "Stage 3 report generation",
-                           finalize=finalize)
+        weights = model.state_dict_for_save() if hf else model.state_dict()
+        write_model_folder(out_dir, weights, config, progress, "Stage 3 report generation", finalize=finalize)
     finish(ck, rt)
     teardown(rt)
 
@@ -115,6 +158,13 @@ def load_report_model(folder: str | Path, device: torch.device,
 
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
+    if config.get("kind") == "hf":  # the alternative decoder (a LoRA folder also needs its base model_dir)
+        from uvlm.models.hf_decoder import HFReportGenerator, HFReportModelConfig
+
+        model = HFReportGenerator(HFReportModelConfig.from_dict(config["model"]),
+                                  build_encoder(load_encoder_config(folder)))
+        model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
+        return model.to(device).eval(), config
     mcfg = ReportModelConfig.from_dict(config["model"])
     if expected is not None:
         have, want = _flat(mcfg.to_dict()), _flat(expected.to_dict())
