@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import SimpleITK as sitk
 import torch
 from safetensors.torch import load_file
@@ -78,3 +79,26 @@ def test_stage1_trains_with_nnunet_and_hands_over_encoder(tmp_path: Path) -> Non
     run_stage1(ds, tmp_path / "work2", tmp_path / "stage1_again", ENC, cfg, torch.device("cpu"))
     again = load_file(str(tmp_path / "stage1_again" / "encoder.safetensors"))
     assert all(torch.equal(trained[k], again[k]) for k in trained)
+
+
+def test_standalone_nnunet_checkpoint_imports_as_stage1(tmp_path: Path) -> None:
+    """A checkpoint_final.pth of a plain nnU-Net run with our architecture becomes a Stage 1 folder;
+    another architecture is refused with the differing keys."""
+    from uvlm.models.encoder import build_unet
+    from uvlm.train.stage1 import import_stage1
+
+    unet = build_unet(ENC, num_classes=3, deep_supervision=True)
+    plans = {"configurations": {"3d_fullres": {"architecture": ENC.arch_kwargs()}}}
+    ckpt = tmp_path / "fold_0" / "checkpoint_final.pth"
+    ckpt.parent.mkdir()
+    torch.save({"network_weights": unet.state_dict(), "trainer_name": "nnUNetTrainer", "current_epoch": 1000,
+                "init_args": {"plans": plans, "configuration": "3d_fullres", "fold": 0}}, ckpt)
+    import_stage1(ckpt, tmp_path / "seg_FL", ENC)
+    encoder, cfg = load_encoder(tmp_path / "seg_FL", expected=ENC)
+    for k, v in unet.encoder.state_dict().items():
+        assert torch.equal(encoder.state_dict()[k], v), k
+    assert json.loads((tmp_path / "seg_FL" / "encoder_config.json").read_text())["imported_from"].endswith("final.pth")
+    other = EncoderConfig(features_per_stage=[4, 8, 32], strides=[1, 2, 2], n_blocks_per_stage=[1, 1, 1],
+                          n_conv_per_stage_decoder=[1, 1])
+    with pytest.raises(ValueError, match=r"features_per_stage': \(\[4, 8, 16\], \[4, 8, 32\]\)"):
+        import_stage1(ckpt, tmp_path / "other", other)

@@ -25,6 +25,9 @@ ABDOMEN_DEMO_ROOT = "results/demo/abdomen_atlas"
 ABDOMEN_MANIFEST = "results/manifest/abdomen_atlas.parquet"
 EXPERIMENTS = config["experiments"]
 LABELERS = config["pseudolabels"]["labelers"]
+# Granularities whose Stage 1 encoder comes from a standalone nnU-Net run instead of training here.
+_imported = [g for g, path in config["stage1"]["import_checkpoints"].items() if path]
+IMPORTED_GRANULARITIES = "|".join(_imported) if _imported else "(?!)"
 GPU_BACKENDS = ("totalsegmentator", "nnunet")
 
 

@@ -72,6 +72,31 @@ rule stage1:
         "{params.launch}uvlm --config {params.config} stage1 --raw {input} --work {params.work} --out {output} > {log} 2>&1"
 
 
+rule stage1_import:
+    input:
+        lambda wc: ancient(config["stage1"]["import_checkpoints"][wc.gran]),
+    output:
+        directory("results/models/stage1/seg_{gran}"),
+    wildcard_constraints:
+        gran=IMPORTED_GRANULARITIES,
+    params:
+        config=EFFECTIVE_CONFIG,
+        encoder=config["encoder"],
+    log:
+        "results/logs/stage1/import_seg_{gran}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/uvlm.yaml"
+    shell:
+        "uvlm --config {params.config} stage1-import --checkpoint {input} --out {output} > {log} 2>&1"
+
+
+ruleorder: stage1_import > stage1
+
+
 rule stage2:
     input:
         manifest=MANIFEST,
