@@ -168,8 +168,12 @@ def cmd_preprocess(a: argparse.Namespace, cfg: dict) -> None:
 def cmd_tokenizer(a: argparse.Namespace, cfg: dict) -> None:
     import pandas as pd
 
-    from uvlm.text.tokenizer import train_bpe
+    from uvlm.text.tokenizer import from_hf_folder, train_bpe
 
+    if cfg["stage3"]["tokenizer_dir"]:
+        tok = from_hf_folder(cfg["stage3"]["tokenizer_dir"], Path(a.out))
+        log.info("tokenizer from %s: %d tokens -> %s", cfg["stage3"]["tokenizer_dir"], tok.get_vocab_size(), a.out)
+        return
     df = pd.read_parquet(a.manifest)
     texts = df.loc[df["split"] == "train", "report_text"].tolist()  # training split only: no leakage
     tok = train_bpe(texts, cfg["stage3"]["vocab_size"], Path(a.out))

@@ -1,4 +1,5 @@
-"""Byte-level BPE tokenizer for report text (HF ``tokenizers``), trained on the training reports.
+"""Byte-level BPE tokenizer for report text (HF ``tokenizers``), trained on the training reports,
+or taken from a Hugging Face tokenizer folder (``from_hf_folder``).
 
 Byte-level pre-tokenisation + decoder makes ``decode(encode(t).ids) == t`` for any text (no
 unknown characters, whitespace and newlines preserved), so generated reports compare exactly
@@ -40,6 +41,28 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_path: Path, min_frequen
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    _save(tok, out_path)
+    return tok
+
+
+def from_hf_folder(folder: Path | str, out_path: Path) -> Tokenizer:
+    """Use a Hugging Face tokenizer folder's ``tokenizer.json`` (e.g. Qwen3's) instead of training one.
+
+    Our special tokens are added where the tokenizer lacks them (they get the next free ids, so the
+    vocabulary grows by at most six); the result is saved to ``out_path`` like a trained one.
+    """
+    src = _file(folder)
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: no tokenizer.json in the Hugging Face tokenizer folder")
+    tok = Tokenizer.from_file(str(src))
+    missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
+    if missing:
+        tok.add_special_tokens(missing)
+    _save(tok, out_path)
+    return tok
+
+
+def _save(tok: Tokenizer, out_path: Path | str) -> None:
     out = _file(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Atomic write: a reader (or a killed job) never sees a half-written tokenizer.json.
@@ -51,7 +74,6 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_path: Path, min_frequen
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return tok
 
 
 def load_tokenizer(path: Path | str) -> Tokenizer:

@@ -6,6 +6,7 @@ rule tokenizer:
     params:
         config=EFFECTIVE_CONFIG,
         vocab_size=config["stage3"]["vocab_size"],
+        tokenizer_dir=config["stage3"]["tokenizer_dir"],
     log:
         "results/logs/tokenizer.log",
     benchmark:
