@@ -91,7 +91,8 @@ def stage2_step(cfg: dict, device: torch.device, batch: int, finetune: bool = Tr
 def report_model(cfg: dict, device: torch.device, freeze: bool) -> ReportGenerator:
     enc = EncoderConfig.from_config(cfg["encoder"])
     mcfg = build_model_config(enc, tuple(cfg["preprocess"]["grid"]), cfg["stage3"]["decoder"],
-                              cfg["stage3"]["vocab_size"], SPECIAL, freeze, "multi_layer", cfg["stage3"]["max_text_tokens"])
+                              cfg["stage3"]["vocab_size"], SPECIAL, freeze, "multi_layer", cfg["stage3"]["max_text_tokens"],
+                              cfg["stage3"].get("injection"))
     return ReportGenerator(mcfg, build_encoder(enc)).to(device)
 
 

@@ -221,3 +221,16 @@ def test_qwen3_lora_step_through_stage3_code_and_generation(tmp_path: Path) -> N
         assert torch.equal(lm_state[k], base[k]), k
     df = generate_reports(tmp_path / "s3", train, tmp_path / "reports.parquet", 6, 4, "cpu", 1)
     assert len(df) == len(train) and (df["n_tokens"] <= 6).all()
+
+
+def test_reference_stage_and_mapping_come_from_the_config(tmp_path: Path) -> None:
+    """stage3.injection: the second-deepest stage as reference (3072 tokens at paper scale) and an
+    explicit stage -> layer mapping reach the trained model's config."""
+    tok = tmp_path / "tok.json"
+    train_bpe(TEXTS * 4, 80, tok, min_frequency=1)
+    settings = {"reference_stage": -2, "stage_to_layer": {"2": 0, "1": 1}}
+    train_stage3(dataset(tmp_path / "d"), tok, None, ENC, GRID, DECODER, s3cfg(steps=1), False, "multi_layer",
+                 tmp_path / "s3", "cpu", 1, 0, injection_settings=settings)
+    model, config = load_report_model(tmp_path / "s3", torch.device("cpu"))
+    assert config["model"]["n_visual_tokens"] == 4 * 4 * 4  # stage 1 of an 8^3 grid with strides 1, 2, 2
+    assert model.injector.mapping == {2: 0, 1: 1}

@@ -235,7 +235,8 @@ def cmd_stage3(a: argparse.Namespace, cfg: dict) -> None:
     train_stage3(_split(a.manifest, a.preprocessed, "train"), a.tokenizer, a.init or None,
                  EncoderConfig.from_config(cfg["encoder"]), tuple(cfg["preprocess"]["grid"]), s3["decoder"],
                  Stage3Config.from_config(s3), exp["freeze_encoder"] and bool(a.init), exp["injection"], a.out,
-                 cfg["device"], cfg["threads"], cfg["seed"], hf=s3["hf"] if exp.get("decoder") == "hf" else None)
+                 cfg["device"], cfg["threads"], cfg["seed"], hf=s3["hf"] if exp.get("decoder") == "hf" else None,
+                 injection_settings=s3["injection"])
 
 
 def cmd_generate(a: argparse.Namespace, cfg: dict) -> None:

@@ -34,7 +34,7 @@ def parameter_table(cfg: dict) -> pd.DataFrame:
         head = QueryClassificationHead(ClsHeadConfig(enc_cfg.features_per_stage[-1], len(CT_RATE_LABELS),
                                                      cfg["stage2"]["num_heads"]))
         mcfg = build_model_config(enc_cfg, grid, s3["decoder"], s3["vocab_size"], special, True, "multi_layer",
-                                  s3["max_text_tokens"])
+                                  s3["max_text_tokens"], s3["injection"])
         model = ReportGenerator(mcfg, unet.encoder)
     dec = model.decoder
     emb = _n(dec.tok_emb)  # the LM head is tied to these embeddings (Decoder.lm_head)

@@ -28,14 +28,27 @@ class Stage3Config(OptimConfig):
     max_text_tokens: int = 288  # reports are cut to this many tokens (bos/eos included)
 
 
+def injection_config(enc_cfg: EncoderConfig, grid: tuple[int, int, int], lm_dim: int, mode: str,
+                     settings: dict | None) -> tuple[InjectionConfig, int]:
+    """(InjectionConfig, visual token count) from config `stage3.injection`; the visual tokens are the
+    reference stage's voxels (paper: the deepest stage, 6x8x8 = 384; the next one gives 3072)."""
+    settings = settings or {}
+    mapping = settings.get("stage_to_layer") or None
+    inj = InjectionConfig(stage_channels=list(enc_cfg.features_per_stage), lm_dim=lm_dim, mode=mode,
+                          reference_stage=int(settings.get("reference_stage", -1)),
+                          stage_to_layer=None if mode == "input_only" or mapping is None
+                          else {int(k): int(v) for k, v in mapping.items()})
+    return inj, math.prod(enc_cfg.stage_shapes(grid)[inj.ref_index()])
+
+
 def build_model_config(enc_cfg: EncoderConfig, grid: tuple[int, int, int], decoder: dict, vocab_size: int,
-                       special: SpecialIds, freeze: bool, injection: str, max_text_tokens: int) -> ReportModelConfig:
-    """The report model's config from pipeline settings; visual tokens = the deepest stage's voxels."""
-    n_visual = math.prod(enc_cfg.stage_shapes(grid)[-1])
+                       special: SpecialIds, freeze: bool, injection: str, max_text_tokens: int,
+                       injection_settings: dict | None = None) -> ReportModelConfig:
+    """The report model's config from pipeline settings."""
+    inj, n_visual = injection_config(enc_cfg, grid, decoder["dim"], injection, injection_settings)
     dec = DecoderConfig(vocab_size=vocab_size, dim=decoder["dim"], n_layers=decoder["n_layers"],
                         n_heads=decoder["n_heads"], dropout=decoder.get("dropout", 0.0),
                         max_seq_len=n_visual + 2 + max_text_tokens + 8)
-    inj = InjectionConfig(stage_channels=list(enc_cfg.features_per_stage), lm_dim=decoder["dim"], mode=injection)
     return ReportModelConfig(decoder=dec, injection=inj, n_visual_tokens=n_visual, freeze_encoder=freeze,
                              **special.model_kwargs())
 
@@ -58,7 +71,8 @@ def pad_batch(seqs: list[list[int]], pad_id: int) -> torch.Tensor:
 
 
 def _hf_model(hf: dict, tokenizer_path: str | Path, enc_cfg: EncoderConfig, grid: tuple[int, int, int],
-              encoder: torch.nn.Module, freeze: bool, injection: str, max_text_tokens: int):
+              encoder: torch.nn.Module, freeze: bool, injection: str, max_text_tokens: int,
+              injection_settings: dict | None):
     """The alternative decoder: a Hugging Face causal LM (Qwen3 in the paper) from a local folder.
 
     Returns (model, tokenizer file to hand on, encode(text) -> ids, pad id).
@@ -79,9 +93,9 @@ def _hf_model(hf: dict, tokenizer_path: str | Path, enc_cfg: EncoderConfig, grid
     dcfg = HFDecoderConfig(**{k: v for k, v in hf.items() if k in HFDecoderConfig.__dataclass_fields__},
                            vocab_size=tok.get_vocab_size() if own_tok and hf["from_scratch"] else None)
     lm_dim = json.loads((Path(hf["model_dir"]) / "config.json").read_text())["hidden_size"]
-    inj = InjectionConfig(stage_channels=list(enc_cfg.features_per_stage), lm_dim=lm_dim, mode=injection)
-    mcfg = HFReportModelConfig(decoder=dcfg, injection=inj, n_visual_tokens=math.prod(enc_cfg.stage_shapes(grid)[-1]),
-                               freeze_encoder=freeze, **ids.model_kwargs())
+    inj, n_visual = injection_config(enc_cfg, grid, lm_dim, injection, injection_settings)
+    mcfg = HFReportModelConfig(decoder=dcfg, injection=inj, n_visual_tokens=n_visual, freeze_encoder=freeze,
+                               **ids.model_kwargs())
     model = HFReportGenerator(mcfg, encoder)
     return model, mcfg, tok_file, lambda text: encode_text(tok, text, ids, max_text_tokens), ids.pad_id
 
@@ -89,21 +103,23 @@ def _hf_model(hf: dict, tokenizer_path: str | Path, enc_cfg: EncoderConfig, grid
 def train_stage3(train: VolumeDataset, tokenizer_path: str | Path, init_dir: str | Path | None,
                  enc_cfg: EncoderConfig, grid: tuple[int, int, int], decoder: dict, cfg: Stage3Config,
                  freeze_encoder: bool, injection: str, out_dir: str | Path, device_name: str, threads: int,
-                 seed: int, hf: dict | None = None) -> None:
+                 seed: int, hf: dict | None = None, injection_settings: dict | None = None) -> None:
     """Train the report generator and write its folder (model, config, tokenizer, log, curve).
 
     hf: settings of a Hugging Face decoder (config `stage3.hf`) to use instead of our own decoder.
+    injection_settings: config `stage3.injection` (reference stage, stage-to-layer mapping).
     """
     rt = setup_runtime(device_name, threads, seed)
     encoder = load_encoder(init_dir, expected=enc_cfg)[0] if init_dir else build_encoder(enc_cfg)
     if hf:
         model, mcfg, tok_file, encode, pad_id = _hf_model(hf, tokenizer_path, enc_cfg, grid, encoder,
-                                                          freeze_encoder, injection, cfg.max_text_tokens)
+                                                          freeze_encoder, injection, cfg.max_text_tokens,
+                                                          injection_settings)
     else:
         tok = load_tokenizer(tokenizer_path)
         special = SpecialIds.from_tokenizer(tok)
         mcfg = build_model_config(enc_cfg, grid, decoder, tok.get_vocab_size(), special, freeze_encoder, injection,
-                                  cfg.max_text_tokens)
+                                  cfg.max_text_tokens, injection_settings)
         model = ReportGenerator(mcfg, encoder)
         tok_file, pad_id = Path(tokenizer_path), special.pad_id
 
