@@ -122,20 +122,22 @@ def fit(model: torch.nn.Module, train_module: torch.nn.Module, optimizer: torch.
         for micro in range(accum):
             idx = next(batches)
             sync = micro == accum - 1 or not hasattr(train_module, "no_sync")
-            with (nullcontext() if sync else train_module.no_sync()), autocast(rt.device):
-                loss = micro_loss(train_module, idx)
-            if not torch.isfinite(loss):
-                kept = f"the last good checkpoint (step {last_saved}) stays at {ck.path}" if last_saved else \
-                    "no checkpoint was written yet"
-                raise FloatingPointError(f"{stage}: loss is {loss.item()} at step {step}; stopped before "
-                                         f"updating the weights; {kept}")
-            (loss.float() / accum).backward()
+            with nullcontext() if sync else train_module.no_sync():  # DDP all-reduces on the last one only
+                with autocast(rt.device):
+                    loss = micro_loss(train_module, idx)
+                if not torch.isfinite(loss):
+                    kept = f"the last good checkpoint (step {last_saved}) stays at {ck.path}" if last_saved else \
+                        "no checkpoint was written yet"
+                    raise FloatingPointError(f"{stage}: loss is {loss.item()} at step {step}; stopped before "
+                                             f"updating the weights; {kept}")
+                (loss.float() / accum).backward()
             total += loss.item() / accum
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
         optimizer.step()
         progress.update(step, total, optimizer.param_groups[0]["lr"], cfg.batch_size * accum)
         if evaluate is not None and eval_every and (step % eval_every == 0 or step == cfg.steps):
             score = evaluate()
+            score = float("-inf") if score != score else score  # NaN (e.g. one class only) never wins
             model.train()
             log.info("%s step %d: validation score %.4f (best %.4f)", stage, step, score, best.get("value", float("nan")))
             if not best or score > best["value"]:
