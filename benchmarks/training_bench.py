@@ -70,7 +70,9 @@ def main() -> None:
     if a.case:
         print(json.dumps(run_case(a.case)))
         return
-    results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    out = Path(a.out)
+    previous = json.loads(out.read_text()) if out.is_file() and a.only != list(CASES) else {}
+    results = {**previous, "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                            "torch_threads": torch.get_num_threads(), "cap_gb": a.cap_gb}}
     cap = int(a.cap_gb * 2**30)
     for name in a.only:
@@ -83,8 +85,8 @@ def main() -> None:
             oom = "MemoryError" in tail or "memory" in tail.lower() or done.returncode < 0
             results[name] = {"error": f"does not fit in {a.cap_gb} GB: {tail}" if oom else f"failed: {tail}"}
         print(name, json.dumps(results[name]), flush=True)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(results, indent=1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))  # --only updates those cases in an existing file
 
 
 if __name__ == "__main__":
