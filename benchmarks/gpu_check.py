@@ -103,6 +103,7 @@ def bench_steps(cfg: dict, n: int) -> dict:
              "stage3_finetuned": (steps.stage3_step, {"freeze": False})}
     out = {}
     for name, (build, kw) in cases.items():
+        step = None
         try:
             step, info = build(cfg, dev, 2, **kw)
             out[name] = {**info, **steps.time_steps(step, dev, 2, n)}

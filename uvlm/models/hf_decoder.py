@@ -28,6 +28,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from uvlm.models.decoder import hybrid_attention_mask
 from uvlm.models.injection import InjectionConfig, VisualInjector
+from uvlm.models.report_model import VisualSide
 
 QWEN3_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -157,7 +158,7 @@ class ParamGroups(NamedTuple):
     encoder: list[nn.Parameter]
 
 
-class HFReportGenerator(nn.Module):
+class HFReportGenerator(VisualSide):
     """encoder + VisualInjector + HF causal LM, with ``ReportGenerator``'s interface."""
 
     def __init__(self, config: HFReportModelConfig, encoder: nn.Module) -> None:
@@ -189,36 +190,11 @@ class HFReportGenerator(nn.Module):
         """The transformers model (LoRA layers live inside it in place)."""
         return self.lm.get_base_model() if isinstance(self.lm, PeftModel) else self.lm
 
-    @property
-    def n_vision_block(self) -> int:
-        return self.config.n_visual_tokens + 2
-
-    @property
-    def vis_slice(self) -> slice:
-        return slice(1, 1 + self.config.n_visual_tokens)
-
-    def train(self, mode: bool = True) -> HFReportGenerator:
-        super().train(mode)
-        if self.config.freeze_encoder:  # a frozen encoder stays in eval mode
-            self.encoder.eval()
-        return self
-
     def trainable_parameter_groups(self) -> ParamGroups:
         """(LM/LoRA, injector + visual, encoder) for separate learning rates in the optimiser."""
         return ParamGroups([p for p in self.lm.parameters() if p.requires_grad],
                            [self.visual_embed, self.vision_marks, *self.injector.parameters()],
                            list(self.encoder.parameters()))
-
-    def encode(self, images: Tensor) -> dict[int, Tensor]:
-        """images: (B, 1, D, H, W) -> {LM layer: (B, N, dim)} to inject."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_encoder):
-            skips = self.encoder(images)  # shallow -> deep, (B, C_s, D_s, H_s, W_s)
-        ref = skips[self.injector.ref_stage]
-        n_ref = ref.shape[2] * ref.shape[3] * ref.shape[4]
-        if n_ref != self.config.n_visual_tokens:
-            raise ValueError(f"reference stage has {n_ref} tokens {tuple(ref.shape[2:])}, "
-                             f"config.n_visual_tokens = {self.config.n_visual_tokens}")
-        return self.injector(skips)
 
     def _inject_hook(self, layer: int, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """Add the layer's visual features at positions 1..N of its input (full forwards only)."""

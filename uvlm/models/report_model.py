@@ -52,21 +52,10 @@ class ReportModelConfig:
         return cls(decoder=DecoderConfig(**d.pop("decoder")), injection=InjectionConfig(**inj), **d)
 
 
-class ReportGenerator(nn.Module):
-    """encoder (e.g. ``ResidualEncoderUNet(...).encoder``) + VisualInjector + Decoder."""
-
-    def __init__(self, config: ReportModelConfig, encoder: nn.Module) -> None:
-        super().__init__()
-        if config.injection.lm_dim != config.decoder.dim:
-            raise ValueError(f"injection.lm_dim {config.injection.lm_dim} != decoder.dim {config.decoder.dim}")
-        self.config = config
-        self.encoder = encoder
-        self.injector = VisualInjector(config.injection, config.decoder.n_layers)
-        self.decoder = Decoder(config.decoder)
-        self.visual_embed = nn.Parameter(torch.randn(config.n_visual_tokens, config.decoder.dim) * 0.02)
-        if config.freeze_encoder:
-            self.encoder.requires_grad_(False)
-            self.encoder.eval()
+class VisualSide(nn.Module):
+    """What both report generators (ours and the Hugging Face one) share: the encoder, frozen or not,
+    the injector and where the visual tokens sit. Subclasses set config (n_visual_tokens,
+    freeze_encoder), encoder and injector."""
 
     @property
     def n_vision_block(self) -> int:
@@ -77,7 +66,7 @@ class ReportGenerator(nn.Module):
     def vis_slice(self) -> slice:
         return slice(1, 1 + self.config.n_visual_tokens)
 
-    def train(self, mode: bool = True) -> ReportGenerator:
+    def train(self, mode: bool = True) -> VisualSide:
         super().train(mode)
         if self.config.freeze_encoder:  # a frozen encoder stays in eval mode
             self.encoder.eval()
@@ -95,6 +84,23 @@ class ReportGenerator(nn.Module):
                 f"config.n_visual_tokens = {self.config.n_visual_tokens}: input size does not match the config"
             )
         return self.injector(skips)
+
+
+class ReportGenerator(VisualSide):
+    """encoder (e.g. ``ResidualEncoderUNet(...).encoder``) + VisualInjector + Decoder."""
+
+    def __init__(self, config: ReportModelConfig, encoder: nn.Module) -> None:
+        super().__init__()
+        if config.injection.lm_dim != config.decoder.dim:
+            raise ValueError(f"injection.lm_dim {config.injection.lm_dim} != decoder.dim {config.decoder.dim}")
+        self.config = config
+        self.encoder = encoder
+        self.injector = VisualInjector(config.injection, config.decoder.n_layers)
+        self.decoder = Decoder(config.decoder)
+        self.visual_embed = nn.Parameter(torch.randn(config.n_visual_tokens, config.decoder.dim) * 0.02)
+        if config.freeze_encoder:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
 
     def _vision_block(self, batch: int) -> Tensor:
         """(B, N + 2, dim): [vision_start, placeholders, vision_end] embeddings."""
