@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
+import yaml
 
-from uvlm.constants import CT_RATE_LABELS
+from uvlm.constants import ABDOMEN_LESION_LABELS, CT_RATE_LABELS
 from uvlm.demo.abnormalities import LOBES
 from uvlm.demo.ct_rate_writer import DemoConfig, write_demo_ct_rate
 from uvlm.demo.phantom import PhantomConfig
@@ -50,52 +50,36 @@ def test_exact_on_many_generated_reports() -> None:
         assert got == {x: int(x in abnormalities) for x in CT_RATE_LABELS}, (findings, impressions)
 
 
-@pytest.mark.parametrize(("text", "positives"), [
-    ("No pleural or pericardial effusion was detected.", set()),
-    ("Pleural and pericardial effusion were not observed.", set()),
-    ("Pleural effusion-thickening was not detected.", set()),
-    ("Bilateral pleural effusion is observed, more prominent on the right.", {"Pleural effusion"}),
-    ("Heart size is normal.", set()),
-    ("Heart contour, size are normal.", set()),
-    ("The heart is not enlarged.", set()),
-    ("The heart is enlarged.", {"Cardiomegaly"}),
-    ("Increased cardiothoracic ratio.", {"Cardiomegaly"}),
-    ("Cardiomegaly and pericardial effusion were not observed.", set()),
-    ("Minimal pericardial effusion is present.", {"Pericardial effusion"}),
-    ("No mass or nodule was detected in the lungs.", set()),
-    ("A 7 mm nodule is seen in the right upper lobe.", {"Lung nodule"}),
-    ("There is a hypodense nodule in the left lobe of the thyroid gland.", set()),
-    ("No significant change in the 8 mm nodule in the left lower lobe.", {"Lung nodule"}),
-    ("The previously described consolidation has resolved.", set()),
-    ("Pleural effusion is no longer seen.", set()),
-    ("Free of consolidation.", set()),
-    ("Negative for pulmonary embolism or consolidation.", set()),
-    ("No emphysema, but bronchiectasis is seen in both lower lobes.", {"Bronchiectasis"}),
-    ("Ground-glass opacities in both lungs; no consolidation.", {"Lung opacity"}),
-    ("Atherosclerotic changes in the aorta and coronary arteries.",
-     {"Arterial wall calcification", "Coronary artery wall calcification"}),
-    ("Calcified plaques in the coronary arteries.", {"Coronary artery wall calcification"}),
-    ("Calcific atherosclerotic plaques were observed in the aortic arch.", {"Arterial wall calcification"}),
-    ("No lymph node was detected in mediastinal and hilar regions at pathological size.", set()),
-    ("No enlarged lymph nodes in prevascular, pre-paratracheal, subcarinal or bilateral hilar-axillary "
-     "pathological dimensions were detected.", set()),
-    ("Mediastinal lymphadenopathy is present.", {"Lymphadenopathy"}),
-    ("Sternotomy wires and a cardiac pacemaker are observed.", {"Medical material"}),
-    ("Linear atelectasis in the right lower lobe.", {"Atelectasis"}),
-    ("Mosaic attenuation pattern is noted.", {"Mosaic attenuation pattern"}),
-    ("Interlobular septal thickening and peribronchial thickening are observed.",
-     {"Interlobular septal thickening", "Peribronchial thickening"}),
-    ("Sliding type hiatal hernia.", {"Hiatal hernia"}),
-    ("Emphysematous changes in both lungs.", {"Emphysema"}),
-    ("Sequelae fibrotic changes in the left upper lobe.", {"Pulmonary fibrotic sequela"}),
-    ("Trachea, both main bronchi are open. Mediastinal main vascular structures, heart contour, size are "
-     "normal. "
-     "Thoracic esophagus calibration was normal and no significant tumoral wall thickening was detected. "
-     "When examined in the lung parenchyma window; No mass lesion with distinguishable borders was detected "
-     "in both lungs. Upper abdominal organs included in the sections are normal.", set()),
-])
-def test_hand_written_sentences(text: str, positives: set[str]) -> None:
-    assert extract_labels(text) == {x: int(x in positives) for x in CT_RATE_LABELS}
+TRICKY = yaml.safe_load((Path(__file__).parent / "data" / "tricky_sentences.yaml").read_text())
+
+
+def test_tricky_sentences_accuracy() -> None:
+    """At least 40 hand-written sentences (negations, hedges, resolved findings, lists, 'no ... or ...',
+    other organs, AbdomenAtlas lesions): >= 95 % are extracted exactly; the misses are listed."""
+    assert len(TRICKY) >= 40
+    misses = []
+    for row in TRICKY:
+        got = {k for k, v in extract_labels(row["text"], row.get("dataset", "ct_rate")).items() if v}
+        if got != set(row["positives"]):
+            misses.append((row["text"], sorted(got), row["positives"]))
+    accuracy = 1 - len(misses) / len(TRICKY)
+    assert accuracy >= 0.95, misses
+
+
+def test_abdomen_demo_lesion_labels_from_reports(tmp_path: Path) -> None:
+    """The AbdomenAtlas demo's reports mention exactly the lesions its masks make positive (RadGPT rule)."""
+    from uvlm.data.abdomen_atlas import ingest_abdomen_atlas
+    from uvlm.demo.abdomen_writer import write_demo_abdomen_atlas
+    from uvlm.labels.abdomen_shard import label_abdomen_shard
+    from uvlm.labels.label_map import load_label_map
+
+    write_demo_abdomen_atlas(tmp_path / "aa", n_cases=12, seed=1)
+    manifest = ingest_abdomen_atlas(tmp_path / "aa", shard_size=64)
+    maps = [load_label_map(Path(__file__).parent.parent / "config" / "labels" / "abdomen.yaml", "C")]
+    index = label_abdomen_shard(manifest, maps, tmp_path / "labels", montages=False).set_index("volume_name")
+    got = extract_label_matrix(manifest["report_text"].tolist(), "abdomen_atlas")
+    truth = index.loc[manifest["volume_name"], list(ABDOMEN_LESION_LABELS)].to_numpy()
+    assert truth.sum() > 0 and (got == truth).all()
 
 
 def test_matrix_shape_and_order() -> None:

@@ -22,6 +22,9 @@ CT_RATE_LABELS: tuple[str, ...] = (
     "Interlobular septal thickening",
 )
 
+# AbdomenAtlas 3.0 lesion labels (RadGPT rule on the masks; Table 3 of the paper).
+ABDOMEN_LESION_LABELS: tuple[str, ...] = ("liver_lesion", "kidney_lesion", "pancreatic_lesion")
+
 # ReXGroundingCT finding categories: code -> name.
 REXGROUNDING_CATEGORIES: dict[str, str] = {
     "1a": "bronchial_wall_thickening",

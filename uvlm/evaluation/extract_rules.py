@@ -1,4 +1,5 @@
-"""Rule-based, negation-aware extraction of the 18 CT-RATE labels from report text.
+"""Rule-based, negation-aware extraction of labels from report text: the 18 CT-RATE labels and the
+3 AbdomenAtlas lesion labels (``LABEL_SETS``).
 
 CT-RATE's own label classifier (RadBERT + linear head) is not public, so this deterministic
 extractor is the transparent fallback: it reproduces the demo's labels exactly and gives sensible
@@ -7,6 +8,8 @@ labels on real CT-RATE phrasing. Patterns are data; add synonyms below, not code
 A label is positive when one of its patterns matches a clause without being negated. A match is
 negated by a pre-negation cue before its end ("No pleural or pericardial effusion"), a
 post-negation cue after its start ("... were not observed"), or a clause-wide cue ("resolved").
+Hedged findings ("possible consolidation", "a nodule cannot be excluded") count as positive, like
+uncertain mentions in CheXpert's "U-ones" convention; change UNCERTAIN_AS_POSITIVE to flip that.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from uvlm.constants import CT_RATE_LABELS
+from uvlm.constants import ABDOMEN_LESION_LABELS, CT_RATE_LABELS
 
 _CALC = r"(?:calcif\w*|atherosclero\w*|atherom\w*|plaques?)"
 LABEL_PATTERNS: dict[str, list[str]] = {
@@ -63,6 +66,17 @@ LABEL_PATTERNS: dict[str, list[str]] = {
         r"septal thickening", r"thicken\w* (?:of )?(?:the )?interlobular sept\w*",
         r"thickened interlobular sept\w*"],
 }
+_LESION = r"(?:lesions?|mass(?:es)?|tumou?rs?|cysts?|metasta\w*|nodules?|hypo(?:attenuating|dense|enhancing) (?:focus|foci|area|lesion)s?)"
+ABDOMEN_PATTERNS: dict[str, list[str]] = {
+    "liver_lesion": [r"\b(?:liver|hepatic|segment [1-8]|segments [1-8])\b[^.;:]*?\b" + _LESION,
+                     r"\b" + _LESION + r"[^.;:]*?\b(?:liver|hepatic|segment [1-8])\b",
+                     r"hepatocellular carcinoma", r"\bHCC\b", r"hemangioma"],
+    "kidney_lesion": [r"\b(?:kidneys?|renal)\b[^.;:]*?\b" + _LESION,
+                      r"\b" + _LESION + r"[^.;:]*?\b(?:kidneys?|renal)\b",
+                      r"renal cell carcinoma", r"\bRCC\b", r"angiomyolipoma"],
+    "pancreatic_lesion": [r"\bpancrea\w*[^.;:]*?\b" + _LESION, r"\b" + _LESION + r"[^.;:]*?\bpancrea\w*",
+                          r"\bPDAC\b", r"\bIPMN\b", r"\bPNET\b"],
+}
 # A match does not count when its clause is about another organ (e.g. a thyroid nodule).
 LABEL_EXCLUDE: dict[str, str] = {
     "Lung nodule": r"thyroid|liver|hepatic|adrenal|renal|kidney|spleen|splenic|breast|pancrea|axilla|lymph",
@@ -75,16 +89,29 @@ CLAUSE_NEGATION = [r"\bresolved\b", r"\bno longer\b", r"\bdisappeared\b", r"\bco
                    r"\bregressed completely\b"]
 PSEUDO_NEGATION = [r"\bno (?:significant |marked |interval |appreciable )?"
                    r"(?:change|progression|increase|growth|difference)\b", r"\bnot only\b"]
+UNCERTAIN_AS_POSITIVE = True
+UNCERTAINTY = [r"\bcan ?not be (?:excluded|ruled out)\b", r"\bcould not be (?:excluded|ruled out)\b",
+               r"\bnot (?:be )?(?:definitely|entirely|completely) (?:excluded|ruled out)\b"]
 CLAUSE_SPLIT = r"[;:]|,\s*(?:and|but|while|whereas|however)\b|\b(?:but|however|whereas|although|though)\b"
 
-_PATTERNS = {label: [re.compile(p, re.I) for p in LABEL_PATTERNS[label]] for label in CT_RATE_LABELS}
-_EXCLUDE = {label: re.compile(p, re.I) for label, p in LABEL_EXCLUDE.items()}
-_PRE, _POST, _CLAUSE, _PSEUDO = (re.compile("|".join(p), re.I) for p in
-                                 (PRE_NEGATION, POST_NEGATION, CLAUSE_NEGATION, PSEUDO_NEGATION))
+# dataset -> (label names in column order, patterns, exclusions)
+LABEL_SETS: dict[str, tuple[tuple[str, ...], dict[str, list[str]], dict[str, str]]] = {
+    "ct_rate": (CT_RATE_LABELS, LABEL_PATTERNS, LABEL_EXCLUDE),
+    "abdomen_atlas": (ABDOMEN_LESION_LABELS, ABDOMEN_PATTERNS, {}),
+}
+_COMPILED = {name: ({label: [re.compile(p, re.I) for p in pats[label]] for label in labels},
+                    {label: re.compile(p, re.I) for label, p in excl.items()})
+             for name, (labels, pats, excl) in LABEL_SETS.items()}
+_PRE, _POST, _CLAUSE, _PSEUDO, _UNCERTAIN = (re.compile("|".join(p), re.I) for p in (
+    PRE_NEGATION, POST_NEGATION, CLAUSE_NEGATION, PSEUDO_NEGATION, UNCERTAINTY))
 _SPLIT = re.compile(CLAUSE_SPLIT, re.I)
 
 
+_LIST_NONE = re.compile(r"([^.;:\n]+):\s*(?:none|absent|negative|not (?:seen|present))\b", re.I)
+
+
 def _clauses(text: str) -> list[str]:
+    text = _LIST_NONE.sub(r"no \1", text)  # "Pleural effusion: none." -> "no Pleural effusion."
     sentences = re.split(r"(?<=[.!?])\s+", text)
     return [c for s in sentences for c in _SPLIT.split(s) if c.strip()]
 
@@ -93,22 +120,26 @@ def _negated(clause: str, start: int, end: int) -> bool:
     return bool(_PRE.search(clause[:end]) or _POST.search(clause, start))
 
 
-def extract_labels(text: str) -> dict[str, int]:
-    """{label: 0/1} for the 18 CT-RATE labels (order of CT_RATE_LABELS)."""
-    out = dict.fromkeys(CT_RATE_LABELS, 0)
+def extract_labels(text: str, dataset: str = "ct_rate") -> dict[str, int]:
+    """{label: 0/1} for the dataset's labels (LABEL_SETS order)."""
+    patterns_of, exclude = _COMPILED[dataset]
+    out = dict.fromkeys(LABEL_SETS[dataset][0], 0)
     for raw in _clauses(text):
         clause = _PSEUDO.sub(" ", raw)
+        if UNCERTAIN_AS_POSITIVE:  # "cannot be excluded" is a hedge, not a negation
+            clause = _UNCERTAIN.sub(" ", clause)
         if _CLAUSE.search(clause):
             continue
-        for label, patterns in _PATTERNS.items():
-            if out[label] or (label in _EXCLUDE and _EXCLUDE[label].search(clause)):
+        for label, patterns in patterns_of.items():
+            if out[label] or (label in exclude and exclude[label].search(clause)):
                 continue
             if any(not _negated(clause, m.start(), m.end()) for p in patterns for m in p.finditer(clause)):
                 out[label] = 1
     return out
 
 
-def extract_label_matrix(texts: Sequence[str]) -> np.ndarray:
-    """(N, 18) int matrix of extracted labels, columns in CT_RATE_LABELS order."""
-    return np.array([[row[label] for label in CT_RATE_LABELS] for row in map(extract_labels, texts)],
-                    dtype=np.int64).reshape(len(texts), len(CT_RATE_LABELS))
+def extract_label_matrix(texts: Sequence[str], dataset: str = "ct_rate") -> np.ndarray:
+    """(N, L) int matrix of extracted labels, columns in the dataset's label order."""
+    labels = LABEL_SETS[dataset][0]
+    rows = [extract_labels(t, dataset) for t in texts]
+    return np.array([[row[label] for label in labels] for row in rows], dtype=np.int64).reshape(len(texts), len(labels))
