@@ -26,5 +26,6 @@ rule all:
     input:
         "results/tables/main.md",
         "results/tables/main.csv",
+        "results/report.html",
         qc_tables(),
         abdomen_outputs(),

@@ -265,16 +265,80 @@ def cmd_baseline(a: argparse.Namespace, cfg: dict) -> None:
 
 
 def cmd_tables(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.evaluation.ablation_tables import table3, table4, table5
     from uvlm.evaluation.tables import main_table, write_table
+    from uvlm.models.param_count import parameter_table
 
+    out = Path(a.out_dir)
     exps = {name: (cfg["experiments"][name]["title"], Path(a.metrics_dir) / f"{name}.json") for name in cfg["run"]}
     label = "CT-RATE" if cfg["ct_rate_root"] else "synthetic demo"
     df = main_table(a.published, exps, a.baseline, label)
     caption = (f"Table 2 layout. Paper rows: CT-RATE validation as published. Our rows: {label} validation "
-               "split; labels extracted from generated reports by the rule-based extractor; F1/Prec./Rec. are "
-               "macro means over the 18 CT-RATE labels; BLEU is corpus BLEU on a 0-1 scale.")
-    write_table(df, a.csv, a.md, caption)
-    print(Path(a.md).read_text())
+               "split; labels extracted from generated reports by the configured extractor; F1/Prec./Rec. are "
+               "macro means over the 18 CT-RATE labels; BLEU is corpus BLEU on a 0-1 scale; CIs are 95% "
+               "bootstrap intervals over reports.")
+    write_table(df, out / "main.csv", out / "main.md", caption)
+    stage2 = {Path(d).name.removeprefix("cls_"): Path(d) / "metrics.json" for d in a.stage2}
+    write_table(table4(a.published, stage2, label), out / "table4_classification.csv",
+                out / "table4_classification.md",
+                "Table 4 layout: Stage 2 classification by pretraining (macro F1/precision/recall at 0.5; AUC "
+                f"ours only). Paper rows: CT-RATE; ours: {label} validation split.")
+    n_visual = parameter_table(cfg).attrs["n_visual_tokens"]
+    dec = cfg["stage3"]["decoder"]
+    write_table(table5(a.published, cfg["experiments"], {n: p for n, (_, p) in exps.items()}, n_visual,
+                       f"{dec['n_layers']}x{dec['dim']}", label), out / "table5_ablations.csv",
+                out / "table5_ablations.md",
+                "Table 5 layout: report-generation ablations. SC = multi-layer (skip-connection) injection, "
+                "Frz = frozen encoder, VT = visual tokens. Paper rows: CT-RATE (F1, BLEU-mean).")
+    if a.abdomen:
+        ours = json.loads(Path(a.abdomen).read_text())
+        write_table(table3(a.published, ours, "AbdomenAtlas demo" if not cfg["abdomen_atlas"]["root"] else
+                           "AbdomenAtlas 3.0"), out / "table3_abdomen.csv", out / "table3_abdomen.md",
+                    "Table 3 layout: lesion detection on AbdomenAtlas 3.0, precision / recall / F1 in percent per "
+                    "lesion class against the RadGPT labels derived from the masks. Our rows need no trained model: "
+                    "the rule extractor on the reference reports (a check of the extractor) and the most frequent "
+                    "training label set, over all labelled cases.")
+    print((out / "main.md").read_text())
+
+
+def cmd_abdomen_eval(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.evaluation.evaluate import abdomen_reference_scores
+    from uvlm.io import write_json
+
+    write_json(abdomen_reference_scores(a.manifest, a.labels), a.out)
+
+
+def cmd_figures(a: argparse.Namespace, cfg: dict) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from uvlm.evaluation.figures import per_class_f1, qualitative, training_curves
+    from uvlm.shards import read_shard_indexes
+
+    out = Path(a.out_dir)
+    metrics = {"Most frequent label set": a.baseline,
+               **{cfg["experiments"][n]["title"]: Path(a.metrics_dir) / f"{n}.json" for n in cfg["run"]}}
+    per_class_f1(metrics, out / "per_class_f1.png")
+    training_curves({Path(m).parent.name + "/" + Path(m).name: m for m in a.models}, out / "training_curves.png")
+    index = read_shard_indexes(a.preprocessed)
+    arrays = dict(zip(index["volume_name"], (Path(d) / f for d, f in zip(index["shard_dir"], index["array_file"],
+                                                                          strict=True)), strict=True))
+    for name in cfg["run"]:
+        reports = pd.read_parquet(Path(a.reports_dir) / f"{name}.parquet").sort_values("volume_name").head(a.n_examples)
+        examples = [{"name": r.volume_name, "image": np.load(arrays[r.volume_name]).astype(np.float32),
+                     "generated": r.generated, "reference": r.reference} for r in reports.itertuples()]
+        qualitative(examples, out / f"qualitative_{name}.png", cfg["experiments"][name]["title"])
+
+
+def cmd_report_html(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.evaluation.report_html import write_html_report
+
+    tables = [(Path(t).stem.replace("_", " "), t, Path(t).with_suffix(".md").read_text().split("\n", 1)[0])
+              for t in a.tables]
+    figures = [(Path(f).stem.replace("_", " "), f) for f in a.figures]
+    label = "CT-RATE" if cfg["ct_rate_root"] else "synthetic demo"
+    write_html_report(a.out, f"U-VLM results ({label})", tables, figures,
+                      notes=[f"Experiments: {', '.join(cfg['run'])}. Configuration: results/config/effective.json."])
 
 
 def cmd_params(a: argparse.Namespace, cfg: dict) -> None:
@@ -337,8 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("--out", req))
     add("params", cmd_params, "print the parameter count of every model part for the config")
     add("baseline", cmd_baseline, "most-frequent-label-set baseline", ("--manifest", req), ("--out", req))
-    add("tables", cmd_tables, "paper-shaped result tables", ("--metrics-dir", req), ("--baseline", req),
-        ("--published", {"default": "config/published.yaml"}), ("--md", req), ("--csv", req))
+    add("tables", cmd_tables, "paper-shaped result tables (Tables 2-5)", ("--metrics-dir", req), ("--baseline", req),
+        ("--published", {"default": "config/published.yaml"}), ("--stage2", {"nargs": "*", "default": []}),
+        ("--abdomen", {"default": ""}), ("--out-dir", req))
+    add("abdomen-eval", cmd_abdomen_eval, "AbdomenAtlas rows of Table 3 that need no model", ("--manifest", req),
+        ("--labels", many), ("--out", req))
+    add("figures", cmd_figures, "per-class F1, training curves, qualitative examples", ("--metrics-dir", req),
+        ("--baseline", req), ("--models", many), ("--reports-dir", req), ("--preprocessed", many),
+        ("--n-examples", {"type": int, "default": 3}), ("--out-dir", req))
+    add("report-html", cmd_report_html, "one HTML page linking tables and figures", ("--tables", many),
+        ("--figures", many), ("--out", req))
     return p
 
 

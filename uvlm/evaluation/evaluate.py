@@ -49,3 +49,27 @@ def most_frequent_baseline(manifest_path: str | Path, split: str = "valid") -> d
     out["label_set"] = [n for n, c in zip(CT_RATE_LABELS, top, strict=True) if c == "1"]
     out["report_of"] = example["volume_name"]
     return out
+
+
+def abdomen_reference_scores(manifest_path: str | Path, label_shards: list[str | Path],
+                             extractor: str = "rules") -> dict[str, dict]:
+    """AbdomenAtlas rows of Table 3 that need no trained model, over every case with labels:
+    the extractor on the reference reports, and the training split's most frequent label set,
+    both against the RadGPT labels derived from the masks."""
+    from uvlm.constants import ABDOMEN_LESION_LABELS
+    from uvlm.shards import read_shard_indexes
+
+    labels = list(ABDOMEN_LESION_LABELS)
+    index = read_shard_indexes(label_shards)[["volume_name", *labels]]
+    rows = pd.read_parquet(manifest_path).merge(index, on="volume_name").sort_values("volume_name")
+    y_true = rows[labels].to_numpy(dtype=int)
+    if extractor != "rules":
+        raise ValueError(f"extractor '{extractor}' for AbdomenAtlas runs through `uvlm extract`; rules here")
+    y_ref = extract_label_matrix(rows["report_text"].tolist(), "abdomen_atlas")
+    sets = rows.loc[rows["split"] == "train", labels].astype(str).agg("".join, axis=1)
+    top = sets.value_counts().sort_index(kind="stable").idxmax()
+    y_base = np.tile(np.array([int(c) for c in top]), (len(rows), 1))
+    out = {}
+    for title, y_pred in (("Reference reports, rules extractor", y_ref), ("Most frequent label set", y_base)):
+        out[title] = {"n_reports": len(rows), **label_scores(y_true, y_pred, labels)}
+    return out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
 from uvlm.constants import CT_RATE_LABELS
 from uvlm.data.volumes import VolumeDataset, balanced_batches, collate, random_batches
@@ -70,11 +70,13 @@ def predict(model: torch.nn.Module, data: VolumeDataset, device: torch.device, b
 
 
 def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict:
-    """Macro AUC over classes with both outcomes present, and macro/per-class F1 at 0.5."""
+    """Macro AUC over classes with both outcomes present, and macro P/R/F1 (and per-class F1) at 0.5."""
     aucs = [roc_auc_score(y[:, c], p[:, c]) for c in range(y.shape[1]) if 0 < y[:, c].sum() < len(y)]
     pred = (p >= 0.5).astype(int)
     return {"macro_auc": float(np.mean(aucs)) if aucs else float("nan"),
             "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
+            "macro_precision": float(precision_score(y, pred, average="macro", zero_division=0)),
+            "macro_recall": float(recall_score(y, pred, average="macro", zero_division=0)),
             "per_class_f1": dict(zip(CT_RATE_LABELS, f1_score(y, pred, average=None, zero_division=0).tolist(),
                                      strict=True))}
 

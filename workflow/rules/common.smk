@@ -131,5 +131,32 @@ def stage3_init(wildcards):
     return [d] if d else []
 
 
+TABLES = ["main", "table4_classification", "table5_ablations"] + (
+    ["table3_abdomen"] if config["abdomen_atlas"]["enabled"] else [])
+
+
+def abdomen_metrics():
+    return ["results/metrics/abdomen_atlas_reference.json"] if config["abdomen_atlas"]["enabled"] else []
+
+
+def run_stage2_dirs():
+    """Stage 2 runs the experiments in `run` use (Table 4)."""
+    dirs = {stage3_init_dir(name) for name in config["run"] if EXPERIMENTS[name]["cls"]}
+    return sorted(dirs)
+
+
+def run_model_dirs():
+    """Every trained model folder behind the experiments in `run` (training-curve figure)."""
+    dirs = set()
+    for name in config["run"]:
+        exp = EXPERIMENTS[name]
+        dirs.add(f"results/models/stage3/{name}")
+        if exp["cls"]:
+            dirs.add(stage3_init_dir(name))
+        if exp["seg"]:
+            dirs.add(f"results/models/stage1/seg_{exp['seg']}")
+    return sorted(dirs)
+
+
 def run_metrics():
     return [f"results/metrics/{name}.json" for name in config["run"]]

@@ -37,18 +37,43 @@ rule baseline:
         "uvlm --config {params.config} baseline --manifest {input} --out {output} > {log} 2>&1"
 
 
+rule abdomen_eval:
+    input:
+        manifest=ABDOMEN_MANIFEST,
+        labels=abdomen_label_shards,
+    output:
+        "results/metrics/abdomen_atlas_reference.json",
+    params:
+        config=EFFECTIVE_CONFIG,
+    log:
+        "results/logs/evaluate/abdomen_atlas.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/uvlm.yaml"
+    shell:
+        "uvlm --config {params.config} abdomen-eval --manifest {input.manifest} --labels {input.labels} "
+        "--out {output} > {log} 2>&1"
+
+
 rule tables:
     input:
         metrics=run_metrics(),
         baseline="results/metrics/baseline_most_frequent.json",
         published="config/published.yaml",
+        stage2=run_stage2_dirs(),
+        abdomen=abdomen_metrics(),
     output:
-        md="results/tables/main.md",
-        csv="results/tables/main.csv",
+        expand("results/tables/{table}.{ext}", table=TABLES, ext=("md", "csv")),
     params:
         config=EFFECTIVE_CONFIG,
         run=config["run"],
         titles={name: EXPERIMENTS[name]["title"] for name in config["run"]},
+        abdomen=lambda wc, input: f"--abdomen {input.abdomen}" if input.abdomen else "",
+        stage2=lambda wc, input: f"--stage2 {' '.join(input.stage2)}" if input.stage2 else "",
+        out=lambda wc, output: os.path.dirname(output[0]),
     log:
         "results/logs/tables.log",
     threads: 1
@@ -59,4 +84,55 @@ rule tables:
         "../../envs/uvlm.yaml"
     shell:
         "uvlm --config {params.config} tables --metrics-dir results/metrics --baseline {input.baseline} "
-        "--published {input.published} --md {output.md} --csv {output.csv} > {log} 2>&1"
+        "--published {input.published} {params.stage2} {params.abdomen} --out-dir {params.out} > {log} 2>&1"
+
+
+rule figures:
+    input:
+        metrics=run_metrics(),
+        baseline="results/metrics/baseline_most_frequent.json",
+        models=run_model_dirs(),
+        reports=expand("results/reports/{name}.parquet", name=config["run"]),
+        preprocessed=preprocessed_shards,
+    output:
+        "results/figures/per_class_f1.png",
+        "results/figures/training_curves.png",
+        expand("results/figures/qualitative_{name}.png", name=config["run"]),
+    params:
+        config=EFFECTIVE_CONFIG,
+        titles={name: EXPERIMENTS[name]["title"] for name in config["run"]},
+        out=lambda wc, output: os.path.dirname(output[0]),
+    log:
+        "results/logs/figures.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/uvlm.yaml"
+    shell:
+        "uvlm --config {params.config} figures --metrics-dir results/metrics --baseline {input.baseline} "
+        "--models {input.models} --reports-dir results/reports --preprocessed {input.preprocessed} "
+        "--out-dir {params.out} > {log} 2>&1"
+
+
+rule report_html:
+    input:
+        tables=expand("results/tables/{table}.csv", table=TABLES),
+        figures=rules.figures.output,
+        qc=qc_tables(),
+    output:
+        "results/report.html",
+    params:
+        config=EFFECTIVE_CONFIG,
+    log:
+        "results/logs/report_html.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/uvlm.yaml"
+    shell:
+        "uvlm --config {params.config} report-html --tables {input.tables} --figures {input.figures} "
+        "--out {output} > {log} 2>&1"
