@@ -1,12 +1,12 @@
 """A real HTTP server speaking enough of the OpenAI chat-completions protocol for the openai client.
 
 Answers are decided from the report text (a label is true iff its name appears in the text, case-
-insensitive), so extracted labels are checkable. Every request is recorded (headers incl.
-Authorization, parsed body), and failures can be scripted per report text (a list of failure kinds
-for its first calls, or ``permanent``) or per global call number (1-based).
+insensitive), so extracted labels are checkable. Every request is recorded (headers with lower-case
+names, incl. authorization; parsed body), and failures can be scripted per report text (a list of
+failure kinds for its first calls, or ``permanent``) or per global call number (1-based).
 
-Failure kinds: http_429, http_500 (any http_<code> works), timeout (sleeps ``timeout_sleep_s`` before answering), empty,
-invalid_json, missing_label, string_values, disconnect (closes the socket without a reply).
+Failure kinds: http_429, http_500 (any http_<code> works), timeout (sleeps ``timeout_sleep_s`` before
+answering), empty, invalid_json, missing_label, string_values, disconnect (closes the socket unanswered).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class FakeOpenAIServer:
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def base_url(self) -> str:

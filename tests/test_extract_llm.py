@@ -257,3 +257,11 @@ def test_validate_answer_rejects(content, status):
 def test_validate_answer_accepts():
     assert validate_answer('{"a": true, "b": false, "extra": 3}', ["a", "b"]) == {"a": True, "b": False}
     assert validate_answer('```json\n{"a": false, "b": true}\n```', ["a", "b"]) == {"a": False, "b": True}
+
+
+def test_failure_by_call_number(server, out):
+    server.per_call.update({1: "http_503", 2: "empty"})
+    res = LLMExtractor(make_config(server.base_url, max_concurrency=1), out / "c.sqlite", out / "l.jsonl").extract(
+        ["Cardiomegaly."], LABELS)
+    np.testing.assert_array_equal(res.labels, truth(["Cardiomegaly."]))
+    assert [r["status"] for r in read_log(out / "l.jsonl")] == ["http_503", "empty", "ok"]

@@ -78,6 +78,15 @@ def test_micro_demo_runs_end_to_end(micro_run: Path) -> None:
     agreement = pd.read_csv(micro_run / "results" / "qc" / "ct_rate" / "classical" / "agreement.csv")
     assert set(agreement["class"]) == {"lung_left", "lung_right", "airway", "bone"}
     assert (agreement.set_index("class").loc[["lung_left", "lung_right"], "mean_dice"] > 0.8).all()
+    # Tables 2-5, figures and the HTML report that links them
+    for table in ("main", "table3_abdomen", "table4_classification", "table5_ablations"):
+        assert (micro_run / "results" / "tables" / f"{table}.md").is_file()
+    figures = sorted(p.name for p in (micro_run / "results" / "figures").glob("*.png"))
+    assert figures == ["per_class_f1.png", "qualitative_rep_only.png", "qualitative_seg_cl_cls_rep.png",
+                       "training_curves.png"]
+    html = (micro_run / "results" / "report.html").read_text()
+    assert all(f"figures/{f}" in html for f in figures) and "table5_ablations.csv" in html
+    assert metrics["macro_f1_ci"][0] <= metrics["macro_f1"] <= metrics["macro_f1_ci"][1] and "rouge_l" in metrics
     # AbdomenAtlas 3.0 demo: lesion labels per split and a montage per case
     lesions = pd.read_csv(micro_run / "results" / "qc" / "abdomen_atlas" / "lesion_labels.csv")
     assert lesions["cases"].sum() == 12 and set(lesions["split"]) == {"train", "valid"}
@@ -105,7 +114,7 @@ def test_one_experiment_reruns_alone(micro_run: Path) -> None:
         assert shared not in out
     res = _snakemake(micro_run, "-n", f"--configfile={changed}", "all")
     out = res.stdout + res.stderr
-    assert "results/models/stage3/seg_cl_cls_rep" not in out  # the other experiment is untouched
+    assert "output: results/models/stage3/seg_cl_cls_rep" not in out  # the other experiment is untouched
     assert "rule tables" in out
 
 

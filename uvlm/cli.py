@@ -251,7 +251,9 @@ def cmd_evaluate(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.evaluation.evaluate import evaluate_reports
     from uvlm.io import write_json
 
-    m = evaluate_reports(a.reports, a.manifest)
+    ev = cfg["evaluation"]
+    m = evaluate_reports(a.reports, a.manifest, ev["extractor"], ev, ev["cache_dir"], ev["bootstrap_resamples"],
+                         cfg["seed"])
     write_json(m, a.out)
     log.info("macro F1 %.3f (P %.3f, R %.3f), BLEU-mean %.3f over %d reports", m["macro_f1"],
              m["macro_precision"], m["macro_recall"], m["bleu_mean"], m["n_reports"])
@@ -261,7 +263,9 @@ def cmd_baseline(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.evaluation.evaluate import most_frequent_baseline
     from uvlm.io import write_json
 
-    write_json(most_frequent_baseline(a.manifest), a.out)
+    ev = cfg["evaluation"]
+    write_json(most_frequent_baseline(a.manifest, extractor=ev["extractor"], settings=ev, cache_dir=ev["cache_dir"],
+                                      n_resamples=ev["bootstrap_resamples"], seed=cfg["seed"]), a.out)
 
 
 def cmd_tables(a: argparse.Namespace, cfg: dict) -> None:
@@ -305,7 +309,8 @@ def cmd_abdomen_eval(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.evaluation.evaluate import abdomen_reference_scores
     from uvlm.io import write_json
 
-    write_json(abdomen_reference_scores(a.manifest, a.labels), a.out)
+    ev = cfg["evaluation"]
+    write_json(abdomen_reference_scores(a.manifest, a.labels, ev["extractor"], ev, ev["cache_dir"]), a.out)
 
 
 def cmd_figures(a: argparse.Namespace, cfg: dict) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from uvlm.evaluation.tables import format_ci
+
 ORGAN_ORDER = ("pancreatic_lesion", "kidney_lesion", "liver_lesion")  # the paper's column order
 SHORT = {"pancreatic_lesion": "Pancreas", "kidney_lesion": "Kidney", "liver_lesion": "Liver"}
 SEG_TITLE = {None: "None", "C": "Seg(C)", "CL": "Seg(C+L)", "FL": "Seg(F+L)"}
@@ -77,11 +79,9 @@ def table5(published: str | Path, experiments: dict[str, dict], metrics: dict[st
         exp, m = experiments[name], json.loads(Path(path).read_text())
         rows.append({"training": recipe(exp), "sc": exp["injection"] == "multi_layer", "frz": exp["freeze_encoder"],
                      "vt": n_visual, "dec": "HF LM" if exp.get("decoder") == "hf" else decoder_label,
-                     "f1": m["macro_f1"], "f1_ci": _ci(m.get("macro_f1_ci")), "bleu_mean": m["bleu_mean"],
-                     "bleu_mean_ci": _ci(m.get("bleu_mean_ci")), "rouge_l": m.get("rouge_l"),
+                     "f1": m["macro_f1"], "f1_ci": format_ci(m.get("macro_f1_ci")), "bleu_mean": m["bleu_mean"],
+                     "bleu_mean_ci": format_ci(m.get("bleu_mean_ci")), "rouge_l": m.get("rouge_l"),
                      "source": f"ours ({dataset_label}): {name}"})
     return pd.DataFrame(rows)
 
 
-def _ci(ci) -> str | None:
-    return f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else None

@@ -316,6 +316,7 @@ class LLMExtractor:
 
     def extract(self, texts: list[str], labels: list[str]) -> ExtractionResult:
         """Labels for each report; reports that fail after all retries get -1 rows and a failure entry."""
+        self.config.__post_init__()  # re-check host/URL in case the config was edited after construction
         names = list(labels)
         if len(set(names)) != len(names):
             raise ValueError("labels contain duplicates")

@@ -1,10 +1,10 @@
-"""Clinical (label) and language (BLEU) metrics with the conventions of REFERENCE.md section 3.
+"""Clinical (label) and language (BLEU, ROUGE-L) metrics with the conventions of REFERENCE.md section 3.
 
 F1/precision/recall: per class with zero_division=0, then the unweighted (macro) mean; the
 support-weighted mean is reported next to it under its own name. BLEU: corpus-level BLEU-1..4 on
 whitespace tokens of cleaned text (lowercase, punctuation removed), brevity penalty against the
 closest reference length, no smoothing; BLEU-mean is the mean of BLEU-1..4 on a 0-1 scale. This equals
-pycocoevalcap's Bleu to 4 decimals (tested) except on degenerate corpora, where pycocoevalcap's
+pycocoevalcap's Bleu (tested to 1e-8) except on degenerate corpora, where pycocoevalcap's
 epsilons (1e-15 / 1e-9) turn a zero n-gram precision into a small positive score instead of 0.
 ROUGE-L: pycocoevalcap's Rouge (per-report LCS F-measure, beta=1.2, averaged). Confidence intervals:
 percentile bootstrap over reports.

@@ -10,15 +10,25 @@ import yaml
 
 from uvlm.io import write_text
 
-COLUMNS = ["method", "f1", "precision", "recall", "bleu1", "bleu2", "bleu3", "bleu4", "bleu_mean", "source"]
+COLUMNS = ["method", "f1", "precision", "recall", "bleu1", "bleu2", "bleu3", "bleu4", "bleu_mean", "f1_ci",
+           "bleu_mean_ci", "rouge_l", "weighted_f1", "source"]
 HEADERS = {"method": "Method", "f1": "F1", "precision": "Prec.", "recall": "Rec.", "bleu1": "B-1", "bleu2": "B-2",
-           "bleu3": "B-3", "bleu4": "B-4", "bleu_mean": "B-mean", "source": "Source"}
+           "bleu3": "B-3", "bleu4": "B-4", "bleu_mean": "B-mean", "f1_ci": "F1 95% CI",
+           "bleu_mean_ci": "B-mean 95% CI", "rouge_l": "ROUGE-L", "weighted_f1": "F1 (weighted)",
+           "source": "Source", "training": "Training", "sc": "SC", "frz": "Frz", "vt": "VT", "dec": "Dec.",
+           "auc": "AUC", "group": "Group"}
+
+
+def format_ci(ci) -> str | None:
+    return f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else None
 
 
 def _our_row(title: str, metrics: dict, source: str) -> dict:
     return {"method": title, "f1": metrics["macro_f1"], "precision": metrics["macro_precision"],
             "recall": metrics["macro_recall"], **{f"bleu{n}": metrics[f"bleu{n}"] for n in range(1, 5)},
-            "bleu_mean": metrics["bleu_mean"], "source": source}
+            "bleu_mean": metrics["bleu_mean"], "f1_ci": format_ci(metrics.get("macro_f1_ci")),
+            "bleu_mean_ci": format_ci(metrics.get("bleu_mean_ci")), "rouge_l": metrics.get("rouge_l"),
+            "weighted_f1": metrics.get("weighted_f1"), "source": source}
 
 
 def main_table(published_path: str | Path, experiments: dict[str, tuple[str, str | Path]],

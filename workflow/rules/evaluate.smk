@@ -6,6 +6,7 @@ rule evaluate:
         "results/metrics/{experiment}.json",
     params:
         config=EFFECTIVE_CONFIG,
+        evaluation=config["evaluation"],
     log:
         "results/logs/evaluate/{experiment}.log",
     threads: 1
@@ -25,6 +26,7 @@ rule baseline:
         "results/metrics/baseline_most_frequent.json",
     params:
         config=EFFECTIVE_CONFIG,
+        evaluation=config["evaluation"],
     log:
         "results/logs/evaluate/baseline.log",
     threads: 1
@@ -45,6 +47,7 @@ rule abdomen_eval:
         "results/metrics/abdomen_atlas_reference.json",
     params:
         config=EFFECTIVE_CONFIG,
+        evaluation=config["evaluation"],
     log:
         "results/logs/evaluate/abdomen_atlas.log",
     threads: 1
