@@ -45,6 +45,7 @@ def main_table(published_path: str | Path, experiments: dict[str, tuple[str, str
 
 def to_markdown(df: pd.DataFrame, caption: str) -> str:
     shown = df.rename(columns=HEADERS)
+    shown = shown.astype(object).where(shown.notna(), None)  # empty cells, not "nan"
     body = shown.to_markdown(index=False, floatfmt=".3f", missingval="")
     return f"{caption}\n\n{body}\n"
 
