@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -172,3 +173,14 @@ def test_training_rules_request_gpus_and_use_torchrun_for_several(micro_run: Pat
     assert "gpu=4" in stage2 and "torchrun --standalone --nproc_per_node=4 --no-python uvlm" in stage2
     stage3 = out[out.index("rule stage3:"):]
     assert "gpu=1" in stage3 and "torchrun" not in stage3
+
+
+def test_ct_rate_scale_dag_has_few_jobs_per_rule() -> None:
+    """A 50,188-volume manifest (paths only) builds its DAG with at most ~800 cluster jobs per rule
+    (time and memory are measured by benchmarks/dag_scale.py, not asserted here)."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "dag_scale.py"), "--out", "/dev/null"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout[done.stdout.index("{"):])
+    assert result["volumes"] == 50188 and result["shards"] == 262
+    assert result["max_jobs_per_rule"] <= 1000 and result["jobs_per_rule"]["pseudolabel_shard"] == 3 * 262

@@ -1,0 +1,83 @@
+"""DAG size at CT-RATE scale: `snakemake -n all` over a 50,188-volume manifest (paths only, no images).
+
+Builds a work folder with the project's Snakefile/workflow/config, a fake CT-RATE root (only its
+folder must exist) and a manifest of N volumes in shards of `shard_size`, then times the dry run
+(wall clock and peak memory of the snakemake process) and counts jobs per rule from its summary.
+
+    python benchmarks/dag_scale.py [--volumes 50188] [--out benchmarks/results/dag_scale.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def fake_manifest(n: int, shard_size: int, root: Path) -> pd.DataFrame:
+    """CT-RATE-shaped rows: ~2.36 reconstructions per patient, 94/6 train/valid split by patient."""
+    rng = np.random.default_rng(0)
+    rows, patient = [], 0
+    while len(rows) < n:
+        patient += 1
+        split = "valid" if rng.random() < 0.061 else "train"
+        for scan in "ab"[: rng.integers(1, 3)]:
+            for recon in range(1, rng.integers(1, 3) + 1):
+                name = f"{split}_{patient}_{scan}_{recon}"
+                rows.append({"volume_name": name, "split": split, "patient_id": f"{split}_{patient}",
+                             "image_path": str(root / "dataset" / f"{name}.nii.gz"), "image_exists": True})
+    df = pd.DataFrame(rows[:n]).sort_values(["split", "volume_name"]).reset_index(drop=True)
+    df["shard"] = np.arange(len(df)) // shard_size
+    return df
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--volumes", type=int, default=50188)
+    ap.add_argument("--config", default=str(REPO / "config" / "ct_rate.yaml"))
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "dag_scale.json"))
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for name in ("workflow", "config"):
+            (work / name).symlink_to(REPO / name)
+        (work / "Snakefile").write_text((REPO / "Snakefile").read_text())
+        root = work / "CT-RATE"
+        (root / "dataset").mkdir(parents=True)
+        cfg = yaml.safe_load(Path(a.config).read_text())
+        cfg["ct_rate_root"] = str(root)
+        (work / "scale.yaml").write_text(yaml.safe_dump(cfg))
+        manifest = fake_manifest(a.volumes, cfg["shard_size"], root)
+        (work / "results" / "manifest").mkdir(parents=True)
+        manifest.to_parquet(work / "results" / "manifest" / "ct_rate.parquet")
+        cmd = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", f"--configfile={work / 'scale.yaml'}",
+               "all"]
+        start = time.perf_counter()
+        done = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    out = done.stdout + done.stderr
+    if done.returncode != 0:
+        raise SystemExit(out[-3000:])
+    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M)}
+    result = {"volumes": a.volumes, "shards": int(manifest["shard"].max()) + 1, "config": Path(a.config).name,
+              "dry_run_s": round(seconds, 1), "peak_rss_gb": round(peak_gb, 2), "jobs_per_rule": jobs,
+              "max_jobs_per_rule": max(v for k, v in jobs.items() if k != "total")}
+    Path(a.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
