@@ -28,6 +28,14 @@ class InjectionConfig:
     reference_stage: int = -1  # stage whose D*H*W defines N_ref (paper: deepest, 384 tokens)
     mode: str = "multi_layer"  # or "input_only": reference stage at layer 0 only (no-skip ablation)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> InjectionConfig:
+        """From config.json, where JSON has turned the stage_to_layer keys into strings."""
+        d = dict(d)
+        if d.get("stage_to_layer") is not None:
+            d["stage_to_layer"] = {int(k): int(v) for k, v in d["stage_to_layer"].items()}
+        return cls(**d)
+
     def ref_index(self) -> int:
         return _norm_stage(self.reference_stage, len(self.stage_channels))
 

@@ -46,10 +46,8 @@ class ReportModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ReportModelConfig:
         d = dict(d)
-        inj = dict(d.pop("injection"))
-        if inj.get("stage_to_layer") is not None:  # JSON turns int keys into strings
-            inj["stage_to_layer"] = {int(k): int(v) for k, v in inj["stage_to_layer"].items()}
-        return cls(decoder=DecoderConfig(**d.pop("decoder")), injection=InjectionConfig(**inj), **d)
+        return cls(decoder=DecoderConfig(**d.pop("decoder")), injection=InjectionConfig.from_dict(d.pop("injection")),
+                   **d)
 
 
 class VisualSide(nn.Module):
