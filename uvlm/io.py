@@ -71,8 +71,9 @@ def write_image(img: sitk.Image, path: str | Path) -> None:
         sitk.WriteImage(img, str(tmp), useCompression=True)
 
 
-def read_image(path: str | Path, case: str = "") -> sitk.Image:
-    """Read a volume; a missing, empty or truncated file raises VolumeError naming case and file."""
+def read_header(path: str | Path, case: str = "") -> sitk.ImageFileReader:
+    """The volume's geometry only (size, spacing, origin, direction; no voxels are decompressed);
+    a missing, empty or unreadable file raises VolumeError naming case and file."""
     import SimpleITK as sitk
 
     path = Path(path)
@@ -81,17 +82,30 @@ def read_image(path: str | Path, case: str = "") -> sitk.Image:
         raise VolumeError(f"{label}file not found: {path}")
     if path.stat().st_size == 0:
         raise VolumeError(f"{label}file is empty: {path}")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
     try:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
         reader.ReadImageInformation()
-        if str(path).endswith(".gz"):
-            _check_gzip_size(path, reader, label)
-        img = reader.Execute()
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
-        raise VolumeError(f"{label}cannot read {path}: {first}") from None
-    return img
+        raise VolumeError(f"{label}cannot read {path}: {_last_line(err)}") from None
+    return reader
+
+
+def read_image(path: str | Path, case: str = "") -> sitk.Image:
+    """Read a volume; a missing, empty or truncated file raises VolumeError naming case and file."""
+    reader = read_header(path, case)
+    label = f"case {case}: " if case else ""
+    try:
+        if str(path).endswith(".gz"):
+            _check_gzip_size(Path(path), reader, label)
+        return reader.Execute()
+    except RuntimeError as err:
+        raise VolumeError(f"{label}cannot read {path}: {_last_line(err)}") from None
+
+
+def _last_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[-1] if text else "unreadable"
 
 
 def _check_gzip_size(path: Path, reader: sitk.ImageFileReader, label: str) -> None:

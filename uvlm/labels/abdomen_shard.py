@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from uvlm.io import VolumeError, read_image, write_image, write_json
+from uvlm.io import VolumeError, read_header, read_image, write_image, write_json
 from uvlm.labels.label_map import LabelMap
 from uvlm.labels.merge import AnatomySource, class_voxel_counts, merge_labels
 from uvlm.labels.radgpt import LESION_ORGANS, lesion_findings
@@ -24,22 +24,6 @@ from uvlm.qc.montage import legend, montage
 from uvlm.shards import run_shard
 
 RADGPT_MASKS = {*LESION_ORGANS, *(o for organs in LESION_ORGANS.values() for o in organs)}
-
-
-def read_header(path: str | Path, case: str) -> sitk.ImageFileReader:
-    """The CT's geometry only (size, spacing, origin, direction); errors name case and file."""
-    path = Path(path)
-    if not path.is_file():
-        raise VolumeError(f"case {case}: file not found: {path}")
-    if path.stat().st_size == 0:
-        raise VolumeError(f"case {case}: file is empty: {path}")
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise VolumeError(f"case {case}: cannot read the header of {path}: {str(err).strip()[-200:]}") from None
-    return reader
 
 
 def read_masks(seg_dir: Path, ct: sitk.ImageFileReader, case: str) -> dict[str, sitk.Image]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import SimpleITK as sitk
 
-from uvlm.io import VolumeError, read_image, write_image, write_json
+from uvlm.io import VolumeError, read_header, read_image, write_image, write_json
 from uvlm.labels.label_map import LabelMap
 from uvlm.labels.merge import AnatomySource, class_voxel_counts, merge_labels
 from uvlm.labels.rexgrounding import read_lesions, same_geometry
@@ -58,12 +58,7 @@ def label_shard(rows: pd.DataFrame, label_maps: list[LabelMap], source_dirs: lis
 
     def work(row: pd.Series, out: Path) -> dict:
         case = row["volume_name"]
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(row["image_path"]))
-        try:
-            reader.ReadImageInformation()
-        except RuntimeError:
-            raise VolumeError(f"case {case}: cannot read the image header of {row['image_path']}") from None
+        reader = read_header(row["image_path"], case)
         anatomy = [read_source(s, case, reader) for s in sources]
         codes = json.loads(row["lesion_categories"])
         lesions = read_lesions(row["lesion_mask_path"], codes, reader, case) if row["lesion_mask_path"] else None
