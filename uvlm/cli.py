@@ -17,6 +17,11 @@ from uvlm.config import DEFAULT_CONFIG, load_config
 log = logging.getLogger("uvlm")
 
 
+def dataset_label(cfg: dict) -> str:
+    """How tables and the report name the CT-RATE-layout data in use."""
+    return "CT-RATE" if cfg["ct_rate_root"] else "synthetic demo"
+
+
 def ct_rate_root(cfg: dict) -> Path:
     """The CT-RATE root in use: the configured one, or the generated demo."""
     return Path(cfg["ct_rate_root"]) if cfg["ct_rate_root"] else Path("results/demo/ct_rate")
@@ -275,7 +280,7 @@ def cmd_tables(a: argparse.Namespace, cfg: dict) -> None:
 
     out = Path(a.out_dir)
     exps = {name: (cfg["experiments"][name]["title"], Path(a.metrics_dir) / f"{name}.json") for name in cfg["run"]}
-    label = "CT-RATE" if cfg["ct_rate_root"] else "synthetic demo"
+    label = dataset_label(cfg)
     df = main_table(a.published, exps, a.baseline, label)
     caption = (f"Table 2 layout. Paper rows: CT-RATE validation as published. Our rows: {label} validation "
                "split; labels extracted from generated reports by the configured extractor; F1/Prec./Rec. are "
@@ -341,7 +346,7 @@ def cmd_report_html(a: argparse.Namespace, cfg: dict) -> None:
     tables = [(Path(t).stem.replace("_", " "), t, Path(t).with_suffix(".md").read_text().split("\n", 1)[0])
               for t in a.tables]
     figures = [(Path(f).stem.replace("_", " "), f) for f in a.figures]
-    label = "CT-RATE" if cfg["ct_rate_root"] else "synthetic demo"
+    label = dataset_label(cfg)
     write_html_report(a.out, f"U-VLM results ({label})", tables, figures,
                       notes=[f"Experiments: {', '.join(cfg['run'])}. Configuration: results/config/effective.json."])
 

@@ -53,13 +53,23 @@ def evaluate_reports(reports_path: str | Path, manifest_path: str | Path, extrac
                  cache_dir, n_resamples, seed)
 
 
+def label_sets(frame: pd.DataFrame, labels: list[str]) -> pd.Series:
+    """Each row's labels as one 0/1 string in label order."""
+    return frame[labels].astype(int).astype(str).agg("".join, axis=1)
+
+
+def most_frequent(sets: pd.Series) -> str:
+    """The most frequent label set (ties: the lexicographically first, so baselines are deterministic)."""
+    return sets.value_counts().sort_index(kind="stable").idxmax()
+
+
 def most_frequent_baseline(manifest_path: str | Path, split: str = "valid", **score_kwargs) -> dict:
     """Always predict the training split's most frequent label set (and a training report with it)."""
     manifest = pd.read_parquet(manifest_path)
     train = manifest[manifest["split"] == "train"]
-    label_sets = train[list(CT_RATE_LABELS)].astype(str).agg("".join, axis=1)
-    top = label_sets.value_counts().sort_index(kind="stable").idxmax()
-    example = train[label_sets == top].sort_values("volume_name").iloc[0]
+    sets = label_sets(train, list(CT_RATE_LABELS))
+    top = most_frequent(sets)
+    example = train[sets == top].sort_values("volume_name").iloc[0]
     evaluated = manifest[(manifest["split"] == split) & manifest["image_exists"]].sort_values("volume_name")
     names = evaluated["volume_name"].tolist()
     out = score(names, [example["report_text"]] * len(names), manifest, **score_kwargs)
@@ -93,8 +103,7 @@ def abdomen_reference_scores(manifest_path: str | Path, label_shards: list[str |
     ok = (y_ref >= 0).all(1)
     rows, y_ref = rows[ok], y_ref[ok]
     y_true = rows[labels].to_numpy(dtype=int)
-    sets = rows.loc[rows["split"] == "train", labels].astype(str).agg("".join, axis=1)
-    top = sets.value_counts().sort_index(kind="stable").idxmax()
+    top = most_frequent(label_sets(rows[rows["split"] == "train"], labels))
     y_base = np.tile(np.array([int(c) for c in top]), (len(rows), 1))
     out = {}
     for title, y_pred in ((f"Reference reports, {extractor} extractor", y_ref), ("Most frequent label set", y_base)):

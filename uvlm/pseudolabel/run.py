@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Protocol
@@ -160,6 +161,4 @@ def pseudolabel_shard(rows: pd.DataFrame, name: str, spec: dict, out_dir: str | 
     try:
         return run_shard(rows, work, out_dir, on_error, desc=f"{name} labels", finalize=finalize)
     finally:
-        import shutil
-
         shutil.rmtree(home, ignore_errors=True)

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 
 from uvlm.labels.label_map import LabelMap
 from uvlm.labels.merge import AnatomySource, matches, merge_labels
-from uvlm.pseudolabel.run import resolve_label_path
+from uvlm.labels.shard import SourceShard
 from uvlm.shards import read_shard_indexes
 
 
@@ -45,10 +45,9 @@ def class_summary(shard_dirs: list[str | Path], column: str = "voxels",
 
 
 def _sources(shard_dirs: list[str | Path]) -> tuple[dict[str, Path], dict[int, str]]:
-    index = read_shard_indexes(shard_dirs)
-    paths = {r.volume_name: resolve_label_path(r.label_path, r.shard_dir) for r in index.itertuples()}
-    classes = {int(k): v for k, v in json.loads((Path(shard_dirs[0]) / "classes.json").read_text()).items()}
-    return paths, classes
+    """Every case's label map over all shards of one labeler, and its class table."""
+    shards = [SourceShard.read(d) for d in shard_dirs]
+    return {case: p for shard in shards for case, p in shard.paths.items()}, shards[0].classes
 
 
 def agreement(candidate_dirs: list[str | Path], reference_dirs: list[str | Path],
