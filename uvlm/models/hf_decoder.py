@@ -107,13 +107,14 @@ def special_ids(tok: Any) -> HFSpecialIds:
 
 
 def encode_text(tok: Any, text: str, ids: HFSpecialIds, max_len: int | None = None) -> list[int]:
-    """[bos, text ids..., eos] like ``encode_report``: cut at ``max_len`` without eos when too long."""
+    """[bos, text ids..., eos] for an HF or our BPE tokenizer, cut like ``encode_report``."""
     from tokenizers import Tokenizer
+
+    from uvlm.text.tokenizer import frame_report
 
     body = tok.encode(text, add_special_tokens=False)
     body = body.ids if isinstance(tok, Tokenizer) else list(body)
-    seq = [ids.bos_id, *body, ids.eos_id]
-    return seq if max_len is None or len(seq) <= max_len else seq[:max_len]
+    return frame_report(body, ids.bos_id, ids.eos_id, max_len)
 
 
 # ------------------------------------------------------------------------------------ the LM

@@ -107,10 +107,14 @@ class SpecialIds:
         return d
 
 
-def encode_report(tok: Tokenizer, text: str, max_len: int | None = None) -> list[int]:
-    """[bos, text ids..., eos]; if longer than ``max_len`` the text is cut and no eos is appended,
-    so the model is never taught to stop in the middle of a report."""
-    ids = SpecialIds.from_tokenizer(tok)
-    body = tok.encode(text, add_special_tokens=False).ids
-    seq = [ids.bos_id, *body, ids.eos_id]
+def frame_report(body: list[int], bos_id: int, eos_id: int, max_len: int | None = None) -> list[int]:
+    """[bos, body..., eos]; if longer than ``max_len`` the text is cut and no eos is appended, so the
+    model is never taught to stop in the middle of a report. Shared by every tokenizer we train with."""
+    seq = [bos_id, *body, eos_id]
     return seq if max_len is None or len(seq) <= max_len else seq[:max_len]
+
+
+def encode_report(tok: Tokenizer, text: str, max_len: int | None = None) -> list[int]:
+    """A report as [bos, text ids..., eos] with our BPE tokenizer (see frame_report for the cut)."""
+    ids = SpecialIds.from_tokenizer(tok)
+    return frame_report(tok.encode(text, add_special_tokens=False).ids, ids.bos_id, ids.eos_id, max_len)

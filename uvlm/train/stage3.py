@@ -75,7 +75,7 @@ def _hf_model(hf: dict, tokenizer_path: str | Path, enc_cfg: EncoderConfig, grid
               injection_settings: dict | None):
     """The alternative decoder: a Hugging Face causal LM (Qwen3 in the paper) from a local folder.
 
-    Returns (model, tokenizer file to hand on, encode(text) -> ids, pad id).
+    Returns (model, its config, tokenizer file to hand on, encode(text) -> ids, pad id).
     """
     from uvlm.models.hf_decoder import (
         HFDecoderConfig,
