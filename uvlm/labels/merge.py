@@ -13,7 +13,7 @@ from fnmatch import fnmatchcase
 
 import numpy as np
 
-from uvlm.labels.label_map import LabelClass, LabelMap
+from uvlm.labels.label_map import LabelMap
 
 
 @dataclass(frozen=True)
@@ -27,11 +27,6 @@ class AnatomySource:
 
 def matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatchcase(name, p) for p in patterns)
-
-
-def _ranked(label_map: LabelMap) -> list[LabelClass]:
-    """Classes in paint order; rank = position + 1 (0 = background), higher rank wins."""
-    return label_map.paint_order()
 
 
 def merge_labels(sources: list[AnatomySource], lesions: np.ndarray | None, lesion_codes: list[str],
@@ -52,7 +47,7 @@ def merge_labels(sources: list[AnatomySource], lesions: np.ndarray | None, lesio
     if lesions is not None and len(lesion_codes) != lesions.shape[0]:
         raise ValueError(f"{lesions.shape[0]} lesion channels but {len(lesion_codes)} category codes")
 
-    ranked = _ranked(label_map)
+    ranked = label_map.paint_order()  # rank = position + 1 (0 = background); the higher rank wins
     rank = np.zeros(shape, dtype=np.uint8)
     for s in sources:
         lut = np.zeros(max(s.classes, default=0) + 1, dtype=np.uint8)  # source value -> best rank

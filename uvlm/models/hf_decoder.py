@@ -267,28 +267,24 @@ class HFReportGenerator(VisualSide):
     def generate(self, images: Tensor, max_new_tokens: int, use_cache: bool = True) -> list[list[int]]:
         """Greedy decoding after [vision block, bos]; per image the ids without bos/eos, cut at the
         first eos. Call ``eval()`` first (LoRA dropout). ``use_cache=False`` recomputes everything."""
+        from uvlm.models.decoding import DecodingConfig, greedy_or_sample
+
         cfg = self.config
-        b = images.shape[0]
-        ids = torch.full((b, 1), cfg.bos_id, dtype=torch.long, device=images.device)  # (B, 1)
+        ids = torch.full((images.shape[0], 1), cfg.bos_id, dtype=torch.long, device=images.device)  # (B, 1)
         injected = self.encode(images)
         out = self._run(injected, ids, None, keep=1, use_cache=use_cache)
-        logits, cache = out.logits[:, -1], out.cache  # (B, V)
-        done = torch.zeros(b, dtype=torch.bool, device=images.device)
-        steps: list[Tensor] = []
-        for step in range(max_new_tokens):
-            nxt = torch.where(done, cfg.pad_id, logits.argmax(-1))  # (B,); finished rows emit pad
-            steps.append(nxt)
-            done |= nxt == cfg.eos_id
-            if bool(done.all()) or step == max_new_tokens - 1:
-                break
+        state = {"ids": ids, "cache": out.cache}
+
+        def advance(nxt: Tensor, parents: Tensor | None) -> Tensor:  # nxt: (B,) -> logits (B, V)
             if use_cache:  # one new position; no mask = it sees the whole cache; no injection
-                out = self.causal_lm(inputs_embeds=self._embed(nxt[:, None]), cache=cache, use_cache=True)
-                logits, cache = out.logits[:, -1], out.cache
-            else:
-                ids = torch.cat([ids, nxt[:, None]], dim=1)  # (B, T+1)
-                logits = self._run(injected, ids, None, keep=1).logits[:, -1]
-        rows = torch.stack(steps, 1).tolist() if steps else [[] for _ in range(b)]
-        return [r[: r.index(cfg.eos_id)] if cfg.eos_id in r else r for r in rows]
+                step = self.causal_lm(inputs_embeds=self._embed(nxt[:, None]), cache=state["cache"], use_cache=True)
+                state["cache"] = step.cache
+                return step.logits[:, -1]
+            state["ids"] = torch.cat([state["ids"], nxt[:, None]], dim=1)  # (B, T+1)
+            return self._run(injected, state["ids"], None, keep=1).logits[:, -1]
+
+        return greedy_or_sample(out.logits[:, -1], advance, DecodingConfig(max_new_tokens=max_new_tokens),
+                                cfg.eos_id, cfg.pad_id)
 
     # -------------------------------------------------------------------------------- saving
     def _saves_base_weights(self) -> bool:
