@@ -50,9 +50,7 @@ def abdomen_root_input(wildcards):
 
 
 def abdomen_label_shards(wildcards):
-    manifest = checkpoints.ingest_abdomen.get().output[0]
-    n = int(pd.read_parquet(manifest, columns=["shard"])["shard"].max()) + 1
-    return [f"results/labels/abdomen_atlas/shard_{k}" for k in range(n)]
+    return [f"results/labels/abdomen_atlas/shard_{k}" for k in shard_ids(checkpoints.ingest_abdomen)]
 
 
 def abdomen_outputs():
@@ -62,9 +60,9 @@ def abdomen_outputs():
     return ["results/qc/abdomen_atlas/lesion_labels.md", "results/qc/abdomen_atlas/missing_classes.md"]
 
 
-def shard_ids():
-    """Shard indices, known once the ingest checkpoint has written the manifest."""
-    manifest = checkpoints.ingest.get().output[0]
+def shard_ids(ingest=None):
+    """Shard indices, known once an ingest checkpoint (CT-RATE's by default) has written its manifest."""
+    manifest = (ingest or checkpoints.ingest).get().output[0]
     return range(int(pd.read_parquet(manifest, columns=["shard"])["shard"].max()) + 1)
 
 
