@@ -64,6 +64,14 @@ def _largest(mask: np.ndarray) -> np.ndarray:
     return lab == int(sizes.argmax())
 
 
+def _components_of_at_least(mask: np.ndarray, min_ml: float, voxel_ml: float) -> np.ndarray:
+    """The connected components of mask whose volume is at least min_ml."""
+    lab, _ = ndi.label(mask)
+    sizes = np.bincount(lab.ravel()) * voxel_ml
+    sizes[0] = 0
+    return (sizes >= min_ml)[lab]
+
+
 def _fill_slices(mask: np.ndarray) -> np.ndarray:
     return np.stack([ndi.binary_fill_holes(s) for s in mask])
 
@@ -129,10 +137,7 @@ def _split_lungs(lungs: np.ndarray, min_vox: int) -> list[np.ndarray]:
 def _bone(hu: np.ndarray, body: np.ndarray, spacing_zyx: tuple[float, float, float],
           cfg: ClassicalConfig) -> np.ndarray:
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
-    lab, n = ndi.label((hu > cfg.bone_peak_hu) & body)
-    sizes = np.bincount(lab.ravel()) * voxel_ml
-    sizes[0] = 0
-    cortex = (sizes >= cfg.min_bone_ml)[lab]
+    cortex = _components_of_at_least((hu > cfg.bone_peak_hu) & body, cfg.min_bone_ml, voxel_ml)
     holes = _fill_slices(cortex) & ~cortex
     in_plane = np.zeros((3, 3, 3), bool)
     in_plane[1] = ndi.generate_binary_structure(2, 1)
@@ -151,11 +156,7 @@ def label_array(hu: np.ndarray, spacing_zyx: tuple[float, float, float], cfg: Cl
     """
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
     body = _body(hu, cfg)
-    air = (hu < cfg.air_hu) & body
-    lab, _ = ndi.label(air)
-    sizes = np.bincount(lab.ravel()) * voxel_ml
-    sizes[0] = 0
-    air = np.isin(lab, np.nonzero(sizes >= cfg.min_lung_ml)[0])
+    air = _components_of_at_least((hu < cfg.air_hu) & body, cfg.min_lung_ml, voxel_ml)
     dense_lab, _ = ndi.label((hu < cfg.lung_dense_hu) & body)
     touching = np.unique(dense_lab[air])
     lung_region = np.isin(dense_lab, touching[touching > 0])
