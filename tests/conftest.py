@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from micro_project import micro_config, project_copy, run_snakemake
 
 from uvlm.constants import CT_RATE_LABELS
 
@@ -73,3 +74,12 @@ def truncate_gzip(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
 
+
+@pytest.fixture(scope="session")
+def micro_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The micro demo run once per session, in a project copy the tests share (read it, do not change it)."""
+    workdir = project_copy(tmp_path_factory.mktemp("workflow"))
+    cfg = micro_config(workdir)
+    res = run_snakemake(workdir, "--cores", "2", f"--configfile={cfg}", "all")
+    assert res.returncode == 0, res.stderr[-4000:]
+    return workdir

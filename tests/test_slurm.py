@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_workflow import REPO, micro_config  # noqa: E402
+from micro_project import REPO, micro_config
 
 pytestmark = pytest.mark.skipif(shutil.which("sbatch") is None, reason="SLURM (slurm-wlm) is not installed")
 

@@ -9,53 +9,15 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    cmd = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+from micro_project import REPO, micro_config
+from micro_project import run_snakemake as _snakemake
 
 
 def test_lint_is_clean() -> None:
     res = subprocess.run(["snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Congratulations, your workflow is in a good condition!" in res.stdout + res.stderr
-
-
-def micro_config(workdir: Path) -> Path:
-    """The default config shrunk to seconds: few tiny phantoms, a handful of steps per stage."""
-    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    cfg["demo"].update(n_patients=10, shape=[24, 48, 48], spacing_mm=[10.0, 6.0, 6.0])
-    cfg["shard_size"] = 8
-    cfg["preprocess"]["grid"] = [16, 24, 24]
-    cfg["encoder"].update(features_per_stage=[4, 8, 8], strides=[1, 2, 2], n_blocks_per_stage=[1, 1, 1],
-                          n_conv_per_stage_decoder=[1, 1])
-    cfg["stage1"].update(spacing_mm=[10.0, 6.0, 6.0], patch_size=[16, 16, 16], epochs=1, iterations_per_epoch=2,
-                         val_iterations_per_epoch=1, max_cases=6)
-    cfg["stage2"].update(steps=3, batch_size=2)
-    cfg["stage3"].update(steps=3, batch_size=2, vocab_size=300, max_text_tokens=48,
-                         decoder={"dim": 32, "n_layers": 2, "n_heads": 2, "dropout": 0.0})
-    cfg["generate"].update(max_new_tokens=8, batch_size=4)
-    cfg["threads"] = 1
-    path = workdir / "micro.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-@pytest.fixture(scope="module")
-def micro_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("workflow")
-    (workdir / "config").symlink_to(REPO / "config")
-    (workdir / "workflow").symlink_to(REPO / "workflow")
-    cfg = micro_config(workdir)
-    res = _snakemake(workdir, "--cores", "2", f"--configfile={cfg}", "all")
-    assert res.returncode == 0, res.stderr[-4000:]
-    return workdir
 
 
 def test_micro_demo_runs_end_to_end(micro_run: Path) -> None:

@@ -360,6 +360,12 @@ def cmd_params(a: argparse.Namespace, cfg: dict) -> None:
     print(df.to_markdown(index=False, intfmt=","))
 
 
+def cmd_pull(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.versioning import pull_results
+
+    pull_results(Path.cwd(), a.targets, a.cores)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="uvlm", description=__doc__)
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline config (YAML/JSON)")
@@ -421,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("--n-examples", {"type": int, "default": 3}), ("--out-dir", req))
     add("report-html", cmd_report_html, "one HTML page linking tables and figures", ("--tables", many),
         ("--figures", many), ("--out", req))
+    add("pull", cmd_pull, "dvc pull versioned results, then mark them up to date for Snakemake (run from the "
+        "project root of a clone)", ("targets", {"nargs": "*", "help": "DVC stages or outs (default: all)"}),
+        ("--cores", {"type": int, "default": 1}))
     return p
 
 

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from uvlm.config import validate_config
 from uvlm.io import write_json
@@ -29,6 +30,14 @@ LABELERS = config["pseudolabels"]["labelers"]
 _imported = [g for g, path in config["stage1"]["import_checkpoints"].items() if path]
 IMPORTED_GRANULARITIES = "|".join(_imported) if _imported else "(?!)"
 GPU_BACKENDS = ("totalsegmentator", "nnunet")
+
+
+def dvc_out_dirs():
+    """Folders dvc.yaml versions; created at the start of a run so that `dvc commit` finds each one,
+    even when a config leaves it empty (no Stage 1 experiment, no AbdomenAtlas, rules extractor)."""
+    stages = yaml.safe_load(Path("dvc.yaml").read_text())["stages"] if Path("dvc.yaml").is_file() else {}
+    outs = [next(iter(o)) if isinstance(o, dict) else o for st in stages.values() for o in st.get("outs", [])]
+    return [o for o in outs if not Path(o).suffix]
 
 
 wildcard_constraints:
@@ -141,6 +150,12 @@ def run_stage2_dirs():
     """Stage 2 runs the experiments in `run` use (Table 4)."""
     dirs = {stage3_init_dir(name) for name in config["run"] if EXPERIMENTS[name]["cls"]}
     return sorted(dirs)
+
+
+def run_stage1_dirs():
+    """Stage 1 encoders the experiments in `run` use."""
+    grans = {EXPERIMENTS[name]["seg"] for name in config["run"]} - {None}
+    return [f"results/models/stage1/seg_{g}" for g in sorted(grans)]
 
 
 def run_model_dirs():

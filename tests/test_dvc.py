@@ -1,0 +1,110 @@
+"""DVC round trip with a real local remote: commit and push a finished run, clone, pull, nothing to do.
+
+The steps are the README's: `dvc remote add -d` + `verify true`, `dvc commit -f`, commit dvc.lock with
+the effective config, `dvc push`; elsewhere `git clone` + `uvlm pull` (`dvc pull`, checks, and
+`snakemake --touch`, because DVC restores file dates in arbitrary order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from micro_project import run_snakemake
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "uvlm-test", "GIT_AUTHOR_EMAIL": "test@uvlm.invalid",
+           "GIT_COMMITTER_NAME": "uvlm-test", "GIT_COMMITTER_EMAIL": "test@uvlm.invalid"}
+
+
+def _run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **GIT_ENV})
+    if check:
+        assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def _dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return _run(cwd, sys.executable, "-m", "dvc", *args, check=check)
+
+
+@pytest.fixture(scope="module")
+def pushed(micro_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A copy of the micro run made a git repository, committed to DVC and pushed to a local remote."""
+    base = tmp_path_factory.mktemp("dvc")
+    origin, remote = base / "origin", base / "remote"
+    shutil.copytree(micro_run, origin, symlinks=True)
+    _run(origin, "git", "init", "-q")
+    _dvc(origin, "remote", "add", "-d", "storage", str(remote))
+    _dvc(origin, "remote", "modify", "storage", "verify", "true")
+    _dvc(origin, "commit", "-f")
+    _run(origin, "git", "add", "-A")
+    _run(origin, "git", "commit", "-q", "-m", "micro demo results")
+    _dvc(origin, "push")
+    return origin, remote
+
+
+def test_everything_under_results_is_versioned(pushed: tuple[Path, Path]) -> None:
+    origin, _ = pushed
+    tracked = set(_run(origin, "git", "ls-files", "results").stdout.split())
+    lock = yaml.safe_load((origin / "dvc.lock").read_text())["stages"]
+    outs = {o["path"] for stage in lock.values() for o in stage.get("outs", [])}
+    files = [f.relative_to(origin).as_posix() for f in (origin / "results").rglob("*") if f.is_file()]
+    assert len(files) > 100
+    for rel in files:
+        assert rel in tracked or any(rel == o or rel.startswith(o + "/") for o in outs), f"{rel} is not versioned"
+    assert tracked == {"results/config/effective.json"}  # git holds only the config, DVC the bytes
+    status = _dvc(origin, "status").stdout
+    assert "up to date" in status, status
+
+
+def test_fresh_clone_and_pull_has_nothing_to_do(pushed: tuple[Path, Path], tmp_path: Path) -> None:
+    origin, _ = pushed
+    clone = tmp_path / "clone"
+    _run(tmp_path, "git", "clone", "-q", str(origin), str(clone))
+    assert not (clone / "results" / "models").exists()
+    _run(clone, "uvlm", "pull")
+    assert (clone / "results" / "models" / "stage3" / "rep_only" / "model.safetensors").is_file()
+    original = (origin / "results" / "metrics" / "rep_only.json").read_bytes()
+    assert (clone / "results" / "metrics" / "rep_only.json").read_bytes() == original
+    done = run_snakemake(clone, "-n", f"--configfile={clone / 'micro.yaml'}", "all")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Nothing to be done" in done.stdout + done.stderr, done.stdout[-3000:]
+
+    # One experiment's setting changes: that experiment's jobs and everything after them rerun, nothing else.
+    cfg = yaml.safe_load((clone / "micro.yaml").read_text())
+    cfg["experiments"]["rep_only"]["injection"] = "input_only"
+    (clone / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    done = run_snakemake(clone, "-n", f"--configfile={clone / 'changed.yaml'}", "all")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    for job in ("output: results/models/stage3/rep_only", "output: results/reports/rep_only.parquet",
+                "output: results/metrics/rep_only.json", "rule tables:", "rule report_html:"):
+        assert job in out
+    for untouched in ("rule stage1:", "rule stage2:", "rule preprocess_shard:", "rule pseudolabel_shard:",
+                      "rule demo_data:", "rule tokenizer:", "output: results/models/stage3/seg_cl_cls_rep"):
+        assert untouched not in out
+
+
+def test_a_corrupted_remote_file_is_reported_not_used(pushed: tuple[Path, Path], tmp_path: Path) -> None:
+    origin, remote = pushed
+    target = origin / "results" / "metrics" / "rep_only.json"
+    md5 = hashlib.md5(target.read_bytes()).hexdigest()
+    stored = remote / "files" / "md5" / md5[:2] / md5[2:]
+    assert stored.is_file()
+    stored.chmod(0o644)
+    stored.write_text('{"macro_f1": 0.99}')
+    clone = tmp_path / "clone"
+    _run(tmp_path, "git", "clone", "-q", str(origin), str(clone))
+    done = _run(clone, "uvlm", "pull", check=False)
+    assert done.returncode != 0
+    assert "dvc pull failed; nothing was marked up to date" in done.stderr and "results/metrics" in done.stderr
+    assert not (clone / "results" / "metrics" / "rep_only.json").exists()
+    # The other phases are intact and restored.
+    assert (clone / "results" / "models" / "stage3" / "rep_only" / "model.safetensors").is_file()
