@@ -14,7 +14,7 @@ rule evaluate:
         mem_mb=2000,
         runtime=30,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/evaluate.yaml"
     shell:
         "uvlm --config {params.config} evaluate --reports {input.reports} --manifest {input.manifest} --out {output} > {log} 2>&1"
 
@@ -34,7 +34,7 @@ rule baseline:
         mem_mb=2000,
         runtime=30,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/evaluate.yaml"
     shell:
         "uvlm --config {params.config} baseline --manifest {input} --out {output} > {log} 2>&1"
 
@@ -55,7 +55,7 @@ rule abdomen_eval:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/evaluate.yaml"
     shell:
         "uvlm --config {params.config} abdomen-eval --manifest {input.manifest} --labels {input.labels} "
         "--out {output} > {log} 2>&1"
@@ -84,7 +84,7 @@ rule tables:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/evaluate.yaml"
     shell:
         "uvlm --config {params.config} tables --metrics-dir results/metrics --baseline {input.baseline} "
         "--published {input.published} {params.stage2} {params.abdomen} --out-dir {params.out} > {log} 2>&1"
@@ -112,7 +112,7 @@ rule figures:
         mem_mb=4000,
         runtime=30,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/evaluate.yaml"
     shell:
         "uvlm --config {params.config} figures --metrics-dir results/metrics --baseline {input.baseline} "
         "--models {input.models} --reports-dir results/reports --preprocessed {input.preprocessed} "
@@ -135,7 +135,7 @@ rule report_html:
         mem_mb=1000,
         runtime=10,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/evaluate.yaml"
     shell:
         "uvlm --config {params.config} report-html --tables {input.tables} --figures {input.figures} "
         "--out {output} > {log} 2>&1"

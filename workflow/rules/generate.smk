@@ -18,7 +18,7 @@ rule generate:
         runtime=240,
         gpu=min(config["gpus"]["stage3"], 1),
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/train.yaml"
     shell:
         "uvlm --config {params.config} generate --manifest {input.manifest} --preprocessed {input.preprocessed} "
         "--model {input.model} --out {output} > {log} 2>&1"

@@ -14,7 +14,7 @@ rule demo_data:
         mem_mb=2000,
         runtime=30,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/data.yaml"
     shell:
         "uvlm --config {params.config} demo-data {output} > {log} 2>&1"
 
@@ -37,7 +37,7 @@ checkpoint ingest:
         mem_mb=4000,
         runtime=60,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/data.yaml"
     shell:
         "uvlm --config {params.config} ingest --root {input} --out {output} > {log} 2>&1"
 
@@ -58,7 +58,7 @@ rule demo_abdomen:
         mem_mb=2000,
         runtime=30,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/data.yaml"
     shell:
         "uvlm --config {params.config} demo-data --dataset abdomen_atlas {output} > {log} 2>&1"
 
@@ -81,6 +81,6 @@ checkpoint ingest_abdomen:
         mem_mb=4000,
         runtime=60,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/data.yaml"
     shell:
         "uvlm --config {params.config} ingest-abdomen --root {input} --out {output} > {log} 2>&1"

@@ -20,7 +20,7 @@ rule labels_shard:
         mem_mb=4000,
         runtime=120,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/data.yaml"
     shell:
         "uvlm --config {params.config} labels --manifest {input.manifest} --shard {wildcards.shard} "
         "--sources {input.sources} --granularities {params.granularities} --out {output} > {log} 2>&1"
@@ -45,7 +45,7 @@ rule abdomen_labels_shard:
         mem_mb=8000,
         runtime=120,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/data.yaml"
     shell:
         "uvlm --config {params.config} labels-abdomen --manifest {input} --shard {wildcards.shard} "
         "--out {output} > {log} 2>&1"
@@ -67,6 +67,6 @@ rule abdomen_qc:
         mem_mb=2000,
         runtime=30,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/data.yaml"
     shell:
         "uvlm --config {params.config} abdomen-qc --shards {input} --out {params.out} > {log} 2>&1"

@@ -16,6 +16,6 @@ rule preprocess_shard:
         mem_mb=4000,
         runtime=120,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/data.yaml"
     shell:
         "uvlm --config {params.config} preprocess --manifest {input} --shard {wildcards.shard} --out {output} > {log} 2>&1"

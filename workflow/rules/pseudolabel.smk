@@ -21,7 +21,7 @@ rule pseudolabel_shard:
         runtime=lambda wc: 240 if labeler_gpus(wc.labeler) else 120,
         gpu=lambda wc: labeler_gpus(wc.labeler),
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/pseudolabel.yaml"
     shell:
         "uvlm --config {params.config} pseudolabel --manifest {input} --shard {wildcards.shard} "
         "--labeler {wildcards.labeler} --out {output} > {log} 2>&1"
@@ -48,7 +48,7 @@ rule pseudolabel_qc:
         mem_mb=4000,
         runtime=60,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/data.yaml"
     shell:
         "uvlm --config {params.config} label-qc --labeler {wildcards.labeler} --shards {input.shards} "
         "{params.reference} --out {params.out} > {log} 2>&1"

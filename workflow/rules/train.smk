@@ -16,7 +16,7 @@ rule tokenizer:
         mem_mb=2000,
         runtime=30,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/train.yaml"
     shell:
         "uvlm --config {params.config} tokenizer --manifest {input} --out {output} > {log} 2>&1"
 
@@ -41,7 +41,7 @@ rule nnunet_export:
         mem_mb=2000,
         runtime=60,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/train.yaml"
     shell:
         "uvlm --config {params.config} nnunet-export --manifest {input.manifest} --labels {input.labels} "
         "--granularity {wildcards.gran} --out {output} > {log} 2>&1"
@@ -68,7 +68,7 @@ rule stage1:
         runtime=1440,
         gpu=config["gpus"]["stage1"],
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/train.yaml"
     shell:
         "{params.launch}uvlm --config {params.config} stage1 --raw {input} --work {params.work} --out {output} > {log} 2>&1"
 
@@ -90,7 +90,7 @@ rule stage1_import:
         mem_mb=4000,
         runtime=30,
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/train.yaml"
     shell:
         "uvlm --config {params.config} stage1-import --checkpoint {input} --out {output} > {log} 2>&1"
 
@@ -121,7 +121,7 @@ rule stage2:
         runtime=1440,
         gpu=config["gpus"]["stage2"],
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/train.yaml"
     shell:
         "{params.launch}uvlm --config {params.config} stage2 --manifest {input.manifest} --preprocessed {input.preprocessed} "
         "{params.init_arg} --out {output} > {log} 2>&1"
@@ -152,7 +152,7 @@ rule stage3:
         runtime=1440,
         gpu=config["gpus"]["stage3"],
     conda:
-        "../../envs/uvlm.yaml"
+        "../../envs/train.yaml"
     shell:
         "{params.launch}uvlm --config {params.config} stage3 --manifest {input.manifest} --preprocessed {input.preprocessed} "
         "--tokenizer {input.tokenizer} {params.init_arg} --experiment {wildcards.experiment} "

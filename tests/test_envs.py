@@ -1,0 +1,172 @@
+"""The conda environments per rule group: every rule names one, pins agree with pyproject.toml, and each
+environment holds every third-party package its rules' code can import.
+
+The last check follows uvlm's import graph from each rule's `uvlm` subcommand (conda-forge cannot be
+reached from CI, so the environments are not built here); the packages an environment provides are its
+pins plus their declared requirements, read from the installed distributions' metadata.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata as md
+import re
+import sys
+from functools import cache
+from pathlib import Path
+
+import yaml
+from micro_project import REPO
+from packaging.requirements import Requirement
+
+ENVS = REPO / "envs"
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def workflow_rules() -> dict[str, tuple[str, str]]:
+    """rule name -> (conda env file, uvlm subcommand) from workflow/rules/*.smk."""
+    found = {}
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=(?:rule|checkpoint) )", smk.read_text()):
+            head = re.match(r"(?:rule|checkpoint) (\w+):", block)
+            shell = re.search(r"uvlm --config \{params\.config\} ([a-z0-9-]+)", block)
+            if head and shell:
+                conda = re.search(r'conda:\s*"([^"]+)"', block)
+                found[head.group(1)] = (conda.group(1) if conda else "", shell.group(1))
+    return found
+
+
+def env_pins(env: Path) -> dict[str, str]:
+    deps = yaml.safe_load(env.read_text())["dependencies"]
+    pip = next(d["pip"] for d in deps if isinstance(d, dict))
+    return {_norm(Requirement(p).name): str(Requirement(p).specifier).removeprefix("==") for p in pip}
+
+
+def cli_tree() -> ast.Module:
+    return ast.parse((REPO / "uvlm" / "cli.py").read_text())
+
+
+def subcommand_functions() -> dict[str, ast.FunctionDef]:
+    tree = cli_tree()
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    return {call.args[0].value: functions[call.args[1].id] for call in ast.walk(tree)
+            if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "add"}
+
+
+def _imports(node: ast.AST) -> set[str]:
+    names = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Import):
+            names |= {a.name for a in n.names}
+        elif isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
+            names |= {n.module} | {f"{n.module}.{a.name}" for a in n.names}
+    return names
+
+
+def _module_file(name: str) -> Path | None:
+    base = REPO.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+# Imports deferred into the one function that needs them, for a backend only that rule group runs:
+# label merging reads pseudo-label folders through uvlm.pseudolabel.run but never starts a labeler.
+BACKEND_ONLY = {"uvlm.pseudolabel.run": {"uvlm.pseudolabel.totalseg.TotalSegmentatorLabeler",
+                                         "uvlm.pseudolabel.nnunet_model.NnunetLabeler",
+                                         "uvlm.pseudolabel.totalseg", "uvlm.pseudolabel.nnunet_model"}}
+
+
+@cache
+def _direct_imports(name: str) -> frozenset[str]:
+    """Everything a module imports, at module level or inside functions (an over-approximation)."""
+    path = _module_file(name)
+    found = _imports(ast.parse(path.read_text())) if path else set()
+    return frozenset(found - BACKEND_ONLY.get(name, set()))
+
+
+def third_party_imports(name: str) -> frozenset[str]:
+    """Top-level third-party modules a uvlm module (or anything it imports from uvlm) may import."""
+    todo, seen, found = [name], set(), set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        for imported in _direct_imports(module):
+            top = imported.split(".")[0]
+            if top == "uvlm":
+                todo.append(imported)
+            elif top not in sys.stdlib_module_names:
+                found.add(top)
+    return frozenset(found)
+
+
+def provided_distributions(pins: dict[str, str]) -> set[str]:
+    """The pinned distributions and, recursively, what they require (extras not included)."""
+    todo, seen = list(pins), set()
+    while todo:
+        dist = todo.pop()
+        if dist in seen:
+            continue
+        seen.add(dist)
+        for req in map(Requirement, md.requires(dist) or []):
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(_norm(req.name))
+    return seen
+
+
+def test_every_rule_names_an_existing_group_environment() -> None:
+    rules = workflow_rules()
+    assert len(rules) >= 20
+    for rule, (conda, _) in rules.items():
+        assert conda.startswith("../../envs/"), f"rule {rule} has no conda environment"
+        env = (REPO / "workflow" / "rules" / conda).resolve()
+        assert env.is_file(), f"rule {rule}: {conda} does not exist"
+        assert env.with_name(env.stem + ".post-deploy.sh").is_file(), f"{env.name} has no post-deploy script"
+    assert {Path(c).stem for c, _ in rules.values()} == {p.stem for p in ENVS.glob("*.yaml")}
+
+
+def test_pins_are_exact_and_agree_with_pyproject() -> None:
+    text = (REPO / "pyproject.toml").read_text()
+    project = re.findall(r'^\s*"([^"]+)",$', text[text.index("dependencies = ["):text.index("]\n", text.index("dependencies = ["))], re.M)
+    assert len(project) > 20
+    wanted = {_norm(Requirement(r).name): Requirement(r).specifier for r in project}
+    for env in ENVS.glob("*.yaml"):
+        for name, version in env_pins(env).items():
+            assert re.fullmatch(r"\d+(\.\d+)*", version), f"{env.name}: {name} is not pinned exactly"
+            assert name in wanted and version in wanted[name], f"{env.name}: {name}=={version} vs pyproject"
+
+
+def test_each_environment_holds_what_its_rules_import() -> None:
+    functions = subcommand_functions()
+    top_level = {_norm(top): [_norm(d) for d in dists] for top, dists in md.packages_distributions().items()}
+    module_level = [n for n in cli_tree().body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    cli_imports = set().union(*(third_party_imports(m) for n in module_level for m in _imports(n) if m.startswith("uvlm")))
+    missing = []
+    for rule, (conda, sub) in workflow_rules().items():
+        env = (REPO / "workflow" / "rules" / conda).resolve()
+        provided = provided_distributions(env_pins(env))
+        modules = set(cli_imports)
+        for imported in _imports(functions[sub]):
+            top = imported.split(".")[0]
+            modules |= third_party_imports(imported) if top == "uvlm" else {top}
+        for module in modules - set(sys.stdlib_module_names):
+            dists = top_level.get(_norm(module), [])
+            assert dists, f"rule {rule}: cannot tell which distribution provides {module}"
+            if not set(dists) & provided:
+                missing.append(f"rule {rule} ({sub}) imports {module}, which {env.name} lacks")
+    assert not missing, "\n".join(missing)
+
+
+def test_the_check_sees_a_missing_package() -> None:
+    """The import check is not vacuous: the training rules need torch, which the data env lacks."""
+    data = provided_distributions(env_pins(ENVS / "data.yaml"))
+    stage2 = set()
+    for imported in _imports(subcommand_functions()["stage2"]):
+        stage2 |= third_party_imports(imported) if imported.startswith("uvlm") else {imported.split(".")[0]}
+    assert "torch" in stage2 and "torch" not in data
