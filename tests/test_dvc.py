@@ -92,6 +92,26 @@ def test_fresh_clone_and_pull_has_nothing_to_do(pushed: tuple[Path, Path], tmp_p
         assert untouched not in out
 
 
+def test_pulling_one_phase_brings_what_it_needs_and_the_rest_is_computed(pushed: tuple[Path, Path],
+                                                                         tmp_path: Path) -> None:
+    """`uvlm pull stage2`: Stage 2 and the phases before it come from DVC; a run would only do what follows."""
+    origin, _ = pushed
+    clone = tmp_path / "clone"
+    _run(tmp_path, "git", "clone", "-q", str(origin), str(clone))
+    _run(clone, "uvlm", "pull", "stage2")
+    assert (clone / "results" / "models" / "stage2" / "cls_seg_CL" / "model.safetensors").is_file()
+    assert (clone / "results" / "preprocessed" / "ct_rate" / "shard_0").is_dir()
+    assert not (clone / "results" / "models" / "stage3").exists() and not (clone / "results" / "reports").exists()
+    done = run_snakemake(clone, "-n", f"--configfile={clone / 'micro.yaml'}", "all")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    for job in ("rule tokenizer:", "rule stage3:", "rule generate:", "rule evaluate:", "rule tables:"):
+        assert job in out
+    for pulled in ("rule demo_data:", "rule pseudolabel_shard:", "rule labels_shard:", "rule preprocess_shard:",
+                   "rule nnunet_export:", "rule stage1:", "rule stage2:"):
+        assert pulled not in out
+
+
 def test_a_corrupted_remote_file_is_reported_not_used(pushed: tuple[Path, Path], tmp_path: Path) -> None:
     origin, remote = pushed
     target = origin / "results" / "metrics" / "rep_only.json"

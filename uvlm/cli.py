@@ -428,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("report-html", cmd_report_html, "one HTML page linking tables and figures", ("--tables", many),
         ("--figures", many), ("--out", req))
     add("pull", cmd_pull, "dvc pull versioned results, then mark them up to date for Snakemake (run from the "
-        "project root of a clone)", ("targets", {"nargs": "*", "help": "DVC stages or outs (default: all)"}),
+        "project root of a clone)", ("targets", {"nargs": "*", "help": "DVC stages (phases), each with the phases it depends on; default: all"}),
         ("--cores", {"type": int, "default": 1}))
     return p
 
