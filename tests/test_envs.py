@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata as md
+import os
 import re
+import subprocess
 import sys
 from functools import cache
 from pathlib import Path
 
 import yaml
-from micro_project import REPO
+from micro_project import REPO, micro_config, project_copy
 from packaging.requirements import Requirement
 
 ENVS = REPO / "envs"
@@ -170,3 +172,32 @@ def test_the_check_sees_a_missing_package() -> None:
     for imported in _imports(subcommand_functions()["stage2"]):
         stage2 |= third_party_imports(imported) if imported.startswith("uvlm") else {imported.split(".")[0]}
     assert "torch" in stage2 and "torch" not in data
+
+
+def test_the_data_environment_runs_its_rules_without_torch(tmp_path: Path) -> None:
+    """envs/data.yaml for real, minus conda (conda-forge is not reachable here): a virtualenv with exactly
+    its pip pins and the post-deploy script runs the data group's rules of a micro demo, torch absent."""
+    env = tmp_path / "data-env"
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, timeout=300)
+    pins = [f"{name}=={version}" for name, version in env_pins(ENVS / "data.yaml").items()]
+    bin_path = f"{env / 'bin'}:{os.environ['PATH']}"
+    done = subprocess.run([str(env / "bin" / "pip"), "install", "-q", *pins], capture_output=True, text=True,
+                          timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run(["bash", str(ENVS / "data.post-deploy.sh")], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PATH": bin_path})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert subprocess.run([str(env / "bin" / "python"), "-c", "import torch"], capture_output=True).returncode != 0
+
+    project = project_copy(tmp_path / "project")
+    cfg = micro_config(project)
+    targets = ["phase_data", "phase_preprocess", "results/qc/abdomen_atlas/lesion_labels.md"]
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", f"--configfile={cfg}", *targets]
+    done = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PATH": bin_path, "OMP_NUM_THREADS": "1"})
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    for rule in ("demo_data", "ingest", "preprocess_shard", "demo_abdomen", "ingest_abdomen", "abdomen_labels_shard",
+                 "abdomen_qc"):
+        assert f"rule {rule}:" in out or f"checkpoint {rule}:" in out, rule
+    assert (project / "results" / "preprocessed" / "ct_rate" / "shard_0" / "index.parquet").is_file()
