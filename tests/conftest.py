@@ -77,7 +77,8 @@ def truncate_gzip(path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def micro_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The micro demo run once per session, in a project copy the tests share (read it, do not change it)."""
+    """The micro demo run once per session, in a project copy the tests share: they may add config files
+    beside it, never change its results."""
     workdir = project_copy(tmp_path_factory.mktemp("workflow"))
     cfg = micro_config(workdir)
     res = run_snakemake(workdir, "--cores", "2", f"--configfile={cfg}", "all")

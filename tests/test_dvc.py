@@ -69,6 +69,8 @@ def test_fresh_clone_and_pull_has_nothing_to_do(pushed: tuple[Path, Path], tmp_p
     clone = tmp_path / "clone"
     _run(tmp_path, "git", "clone", "-q", str(origin), str(clone))
     assert not (clone / "results" / "models").exists()
+    (clone / "uvlm" / "data" / "__pycache__").mkdir()  # code that has run here: bytecode is not a code change
+    (clone / "uvlm" / "data" / "__pycache__" / "manifest.cpython-311.pyc").write_bytes(b"\x00" * 16)
     _run(clone, "uvlm", "pull")
     assert (clone / "results" / "models" / "stage3" / "rep_only" / "model.safetensors").is_file()
     original = (origin / "results" / "metrics" / "rep_only.json").read_bytes()

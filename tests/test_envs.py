@@ -1,9 +1,10 @@
 """The conda environments per rule group: every rule names one, pins agree with pyproject.toml, and each
 environment holds every third-party package its rules' code can import.
 
-The last check follows uvlm's import graph from each rule's `uvlm` subcommand (conda-forge cannot be
-reached from CI, so the environments are not built here); the packages an environment provides are its
-pins plus their declared requirements, read from the installed distributions' metadata.
+conda-forge cannot be reached from CI, so conda does not build them here. Instead the import check
+follows uvlm's import graph from each rule's `uvlm` subcommand (an environment provides its pins plus
+their declared requirements, read from the installed distributions' metadata), and the `data`
+environment's pip layer is built in a virtualenv and runs its rules.
 """
 
 from __future__ import annotations
