@@ -114,6 +114,20 @@ def test_pulling_one_phase_brings_what_it_needs_and_the_rest_is_computed(pushed:
         assert pulled not in out
 
 
+def test_pull_refuses_to_mark_results_of_another_config(pushed: tuple[Path, Path], tmp_path: Path) -> None:
+    """An edited effective config would make `--touch` vouch for results it did not make: refused."""
+    origin, _ = pushed
+    clone = tmp_path / "clone"
+    _run(tmp_path, "git", "clone", "-q", str(origin), str(clone))
+    effective = clone / "results" / "config" / "effective.json"
+    edited = effective.read_text().replace('"seed": 0', '"seed": 1')
+    assert edited != effective.read_text()
+    effective.write_text(edited)
+    done = _run(clone, "uvlm", "pull", check=False)
+    assert done.returncode != 0 and "differs from the committed one" in done.stderr
+    assert not (clone / ".snakemake" / "metadata").exists()  # nothing was touched
+
+
 def test_a_corrupted_remote_file_is_reported_not_used(pushed: tuple[Path, Path], tmp_path: Path) -> None:
     origin, remote = pushed
     target = origin / "results" / "metrics" / "rep_only.json"
