@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from uvlm.config import DEFAULT_CONFIG, load_config
+from uvlm.config import DEFAULT_CONFIG, EFFECTIVE_CONFIG, load_config
 
 log = logging.getLogger("uvlm")
 
@@ -348,7 +348,7 @@ def cmd_report_html(a: argparse.Namespace, cfg: dict) -> None:
     figures = [(Path(f).stem.replace("_", " "), f) for f in a.figures]
     label = dataset_label(cfg)
     write_html_report(a.out, f"U-VLM results ({label})", tables, figures,
-                      notes=[f"Experiments: {', '.join(cfg['run'])}. Configuration: results/config/effective.json."])
+                      notes=[f"Experiments: {', '.join(cfg['run'])}. Configuration: {EFFECTIVE_CONFIG}."])
 
 
 def cmd_params(a: argparse.Namespace, cfg: dict) -> None:

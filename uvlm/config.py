@@ -11,6 +11,9 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+# Relative to the project root: the config a Snakemake run used (written by the workflow, committed
+# beside dvc.lock, read back by `uvlm pull`).
+EFFECTIVE_CONFIG = "results/config/effective.json"
 
 
 class ConfigError(ValueError):

@@ -19,9 +19,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from uvlm.config import EFFECTIVE_CONFIG
 
-EFFECTIVE_CONFIG = Path("results/config/effective.json")
+log = logging.getLogger(__name__)
 
 
 class PullError(RuntimeError):
@@ -34,23 +34,24 @@ def _run(cmd: Sequence[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def pull_results(project: Path, targets: Sequence[str] = (), cores: int = 1) -> None:
-    """`dvc pull [targets]`, check the workspace against dvc.lock, then `snakemake --touch all`.
+    """Check the committed config, `dvc pull [targets]`, check the workspace against dvc.lock, then
+    `snakemake --touch all`.
 
     Targets are DVC stages (phases); each comes with the phases it depends on, so the pipeline can go
     on from it. Phases not pulled stay missing, and Snakemake computes them on the next run.
     """
+    if not (project / EFFECTIVE_CONFIG).is_file():
+        raise PullError(f"{EFFECTIVE_CONFIG} is missing: commit it with dvc.lock (it is the config of the results)")
+    diff = _run(["git", "diff", "--quiet", "HEAD", "--", EFFECTIVE_CONFIG], project)
+    if diff.returncode != 0:
+        raise PullError(f"{EFFECTIVE_CONFIG} differs from the committed one: the results were made with the "
+                        "committed config; `git checkout` it before pulling")
     dvc = [sys.executable, "-m", "dvc"]
     scope = ["--with-deps", *targets] if targets else []
     done = _run([*dvc, "pull", *scope], project)
     if done.returncode != 0:  # corrupted or missing remote objects: DVC names the outs it could not restore
         raise PullError(f"dvc pull failed; nothing was marked up to date:\n{done.stdout}{done.stderr}")
     log.info("%s", done.stdout.strip())
-    if not (project / EFFECTIVE_CONFIG).is_file():
-        raise PullError(f"{EFFECTIVE_CONFIG} is missing: commit it with dvc.lock (it is the config of the results)")
-    diff = _run(["git", "diff", "--quiet", "HEAD", "--", str(EFFECTIVE_CONFIG)], project)
-    if diff.returncode != 0:
-        raise PullError(f"{EFFECTIVE_CONFIG} differs from the committed one: the results were made with the "
-                        "committed config; `git checkout` it before pulling")
     status = _run([*dvc, "status", *scope], project)
     if status.returncode != 0 or "up to date" not in status.stdout:
         raise PullError("the workspace differs from dvc.lock (code, params or data), so the pulled results "

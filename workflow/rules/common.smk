@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from uvlm.config import validate_config
+from uvlm.config import EFFECTIVE_CONFIG, validate_config
 from uvlm.io import write_json
 
 validate_config(config)
@@ -14,7 +14,6 @@ validate_config(config)
 # The effective config (config file + --config overrides) that every `uvlm` call reads. Rewritten
 # only when it changes, so its timestamp never triggers reruns; rules declare the config sections
 # they use as params, which is what makes Snakemake rerun exactly the affected jobs.
-EFFECTIVE_CONFIG = "results/config/effective.json"
 _eff = Path(EFFECTIVE_CONFIG)
 if not _eff.is_file() or json.loads(_eff.read_text()) != config:
     write_json(config, _eff)
