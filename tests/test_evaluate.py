@@ -1,5 +1,6 @@
 """`uvlm evaluate` end to end with the LLM extractor: real openai client, a local chat-completions
-server, a planted API key that must end up in no file; plus the two label comparisons and CIs."""
+server, a planted API key that must end up in no file; plus the two label comparisons and CIs, and the
+BLEU keys of the metrics (the authors' convention under bleu*, the lowercase variant under *_lower)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,71 @@ def test_llm_extraction_keeps_the_key_out_of_every_file(tmp_path: Path) -> None:
         np.mean([1.0 for _ in CT_RATE_LABELS]), abs=0.06)
     lo, hi = metrics["macro_f1_ci"]
     assert lo <= metrics["macro_f1"] <= hi
+    assert metrics["bleu_convention"].startswith("authors") and "bleu_mean_lower" in metrics
     for root in (tmp_path / "results", tmp_path / ".dvc"):
         for path in root.rglob("*") if root.exists() else []:
             if path.is_file():
                 assert KEY.encode() not in path.read_bytes(), path
+
+
+CASED = [  # (generated, reference): capitals, full stops, commas, decimals, a quote, a newline, ".."
+    ("No pleural effusion. A 12 mm nodule in the right upper lobe.",
+     "No pleural or pericardial effusion.\nA 12.5 mm solid nodule in the right upper lobe."),
+    ("Cardiomegaly.. Pericardial effusion is present.", "Cardiomegaly. Pericardial effusion is present."),
+    ('Emphysema in both lungs, no "consolidation".', "Centrilobular emphysema in both lungs. No consolidation."),
+    ("The trachea is patent.", "Trachea and both main bronchi are patent."),
+    ("Hiatal hernia.", "Hiatal hernia. Liver cyst 2.1 cm."),
+    ("Bronchiectasis in the lower lobes.", "Cylindrical bronchiectasis in both lower lobes."),
+]
+
+
+def _cased_manifest() -> pd.DataFrame:
+    rows = []
+    for i, (_, ref) in enumerate(CASED):
+        rows.append({"volume_name": f"valid_{i}_a_1", "split": "valid", "image_exists": True, "report_text": ref,
+                     **{c: int(i % 3 == k % 3) for k, c in enumerate(CT_RATE_LABELS)}})
+    for i in range(3):
+        rows.append({"volume_name": f"train_{i}_a_1", "split": "train", "image_exists": True,
+                     "report_text": "Hiatal hernia. Heart size is normal.",
+                     **{c: int(c == "Hiatal hernia") for c in CT_RATE_LABELS}})
+    return pd.DataFrame(rows)
+
+
+def _assert_bleu_keys(metrics: dict, generated: list[str], references: list[str], min_gap: float) -> None:
+    from uvlm.evaluation.metrics import bleu_mean_ci, bleu_scores, bleu_scores_lowercase, clean_text_authors
+
+    authors, lower = bleu_scores(generated, references), bleu_scores_lowercase(generated, references)
+    for key, value in {**authors, **lower}.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-15), key
+    assert metrics["bleu_convention"] == ("authors: light cleaning (clean_text_authors), case and punctuation kept, "
+                                          "pycocoevalcap Bleu(4)")
+    assert "lowercase" in metrics["bleu_lower_convention"]
+    assert metrics["bleu_mean_lower"] > metrics["bleu_mean"] + min_gap  # the two conventions really differ here
+    assert metrics["bleu_mean_ci"] == pytest.approx(list(bleu_mean_ci(generated, references, n_resamples=30)))
+    pytest.importorskip("pycocoevalcap")
+    from pycocoevalcap.bleu.bleu import Bleu
+
+    coco, _ = Bleu(4).compute_score({i: [clean_text_authors(r)] for i, r in enumerate(references)},
+                                    {i: [clean_text_authors(h)] for i, h in enumerate(generated)}, verbose=0)
+    assert [metrics[f"bleu{n}"] for n in range(1, 5)] == pytest.approx(coco, abs=1e-12)
+
+
+def test_score_writes_authors_bleu_and_lowercase_variant(tmp_path: Path) -> None:
+    from uvlm.evaluation.evaluate import score
+
+    manifest = _cased_manifest()
+    names = [f"valid_{i}_a_1" for i in range(len(CASED))]
+    generated = [g for g, _ in CASED]
+    metrics = score(names, generated, manifest, "rules", cache_dir=tmp_path, n_resamples=30)
+    json.dumps(metrics)  # what `uvlm evaluate` writes must serialise
+    _assert_bleu_keys(metrics, generated, [r for _, r in CASED], 0.05)
+
+
+def test_most_frequent_baseline_writes_the_same_bleu_keys(tmp_path: Path) -> None:
+    from uvlm.evaluation.evaluate import most_frequent_baseline
+
+    _cased_manifest().to_parquet(tmp_path / "manifest.parquet")
+    metrics = most_frequent_baseline(tmp_path / "manifest.parquet", extractor="rules", cache_dir=tmp_path,
+                                     n_resamples=30)
+    references = [r for _, r in CASED]
+    _assert_bleu_keys(metrics, ["Hiatal hernia. Heart size is normal."] * len(references), references, 1e-3)

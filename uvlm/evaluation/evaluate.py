@@ -5,6 +5,12 @@ Two label comparisons are reported: generated-report labels against the dataset'
 paper's protocol), and against the same extractor run on the reference reports (which removes the
 extractor's own errors from the comparison). Reports whose extraction failed (-1) are left out of
 the label metrics and counted.
+
+BLEU: `bleu1`..`bleu4`, `bleu_mean` and `bleu_mean_ci` follow the authors' convention (light cleaning,
+case and punctuation kept, pycocoevalcap Bleu(4); see `uvlm.evaluation.metrics`), named in
+`bleu_convention`; the lowercase, punctuation-free variant is written next to it as `bleu1_lower`..
+`bleu4_lower`, `bleu_mean_lower`, named in `bleu_lower_convention`. `rouge_l` scores the authors'
+cleaned text.
 """
 
 from __future__ import annotations
@@ -15,7 +21,16 @@ import numpy as np
 import pandas as pd
 
 from uvlm.constants import CT_RATE_LABELS
-from uvlm.evaluation.metrics import bleu_mean_ci, bleu_scores, label_scores, macro_f1_ci, rouge_l
+from uvlm.evaluation.metrics import (
+    BLEU_CONVENTION,
+    BLEU_LOWER_CONVENTION,
+    bleu_mean_ci,
+    bleu_scores,
+    bleu_scores_lowercase,
+    label_scores,
+    macro_f1_ci,
+    rouge_l,
+)
 
 
 def score(volume_names: list[str], generated: list[str], manifest: pd.DataFrame, extractor: str = "rules",
@@ -33,7 +48,10 @@ def score(volume_names: list[str], generated: list[str], manifest: pd.DataFrame,
     out = {"n_reports": len(volume_names), "n_extraction_failures": int((~ok).sum()),
            "label_source": "dataset label file", "extractor": extractor}
     out.update(label_scores(y_true[ok], y_pred[ok]))
-    out.update(bleu_scores(generated, references))
+    out.update(bleu_scores(generated, references))  # the authors' convention
+    out["bleu_convention"] = BLEU_CONVENTION
+    out.update(bleu_scores_lowercase(generated, references))
+    out["bleu_lower_convention"] = BLEU_LOWER_CONVENTION
     out["rouge_l"] = rouge_l(generated, references)
     out["macro_f1_ci"] = list(macro_f1_ci(y_true[ok], y_pred[ok], n_resamples=n_resamples, seed=seed))
     out["bleu_mean_ci"] = list(bleu_mean_ci(generated, references, n_resamples=n_resamples, seed=seed))

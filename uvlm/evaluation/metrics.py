@@ -1,13 +1,32 @@
-"""Clinical (label) and language (BLEU, ROUGE-L) metrics with the conventions of REFERENCE.md section 3.
+r"""Clinical (label) and language (BLEU, ROUGE-L) metrics with the conventions of REFERENCE.md sections 3 and 6.
 
 F1/precision/recall: per class with zero_division=0, then the unweighted (macro) mean; the
-support-weighted mean is reported next to it under its own name. BLEU: corpus-level BLEU-1..4 on
-whitespace tokens of cleaned text (lowercase, punctuation removed), brevity penalty against the
-closest reference length, no smoothing; BLEU-mean is the mean of BLEU-1..4 on a 0-1 scale. This equals
-pycocoevalcap's Bleu (tested to 1e-8) except on degenerate corpora, where pycocoevalcap's
-epsilons (1e-15 / 1e-9) turn a zero n-gram precision into a small positive score instead of 0.
-ROUGE-L: pycocoevalcap's Rouge (per-report LCS F-measure, beta=1.2, averaged). Confidence intervals:
-percentile bootstrap over reports.
+support-weighted mean is reported next to it under its own name.
+
+BLEU (`bleu_scores`, keys bleu1..bleu4, bleu_mean) follows the authors' evaluation:
+  * text: `clean_text_authors`, the authors' light cleaning, in this order: remove the literal
+    "<|eot_id|>"; newline -> space; drop '"'; collapse whitespace runs to one space; replace every
+    match of r"\s*\.\s*" by ". " (so "3.5" -> "3. 5", "effusion.Heart" -> "effusion. Heart");
+    replace r"\.\s*\." by "."; strip. Case and all other punctuation stay ("effusion." and
+    "effusion" are different tokens). A non-string (None, NaN) is the empty text.
+  * score: corpus BLEU-1..4 exactly as pycocoevalcap's `Bleu(4).compute_score` (whitespace tokens, no
+    PTB tokenizer; one reference per report, so "closest" reference length is that reference's
+    length; clipped n-gram matches and hypothesis n-gram counts summed over the corpus; BLEU-n is
+    the cumulative product of (matches_k + 1e-15) / (count_k + 1e-9), k = 1..n, to the power 1/n;
+    brevity penalty exp(1 - 1/ratio) when ratio = (hyp_len + 1e-15) / (ref_len + 1e-9) < 1).
+    The epsilons are pycocoevalcap's: a zero n-gram precision gives a tiny positive score, not 0.
+    BLEU-mean is the mean of BLEU-1..4; all on a 0-1 scale.
+The lowercase variant (`bleu_scores_lowercase`, keys bleu1_lower..bleu4_lower, bleu_mean_lower)
+scores `clean_text_lowercase` text (lowercase, punctuation removed, decimals like "12.5" kept whole)
+with the same formula; it is not the paper's convention (on cased, punctuated reports it usually
+reads higher, since "Effusion." and "effusion" then match).
+Bootstrap: `bleu_statistics` gives per-report sufficient statistics with the same cleaning, and
+`bleu_from_statistics` applies the same formula to their sums, so `bleu_from_statistics(
+bleu_statistics(h, r).sum(0)) == bleu_scores(h, r)`.
+
+ROUGE-L (`rouge_l`): pycocoevalcap's Rouge (per-report LCS F-measure, beta=1.2, averaged) on the
+`clean_text_authors` text (case and punctuation kept). Confidence intervals: percentile bootstrap
+over reports.
 """
 
 from __future__ import annotations
@@ -18,31 +37,56 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from sacrebleu.metrics import BLEU
 from sklearn.metrics import precision_recall_fscore_support
 
 from uvlm.constants import CT_RATE_LABELS
 
+BLEU_CONVENTION = ("authors: light cleaning (clean_text_authors), case and punctuation kept, "
+                   "pycocoevalcap Bleu(4)")
+BLEU_LOWER_CONVENTION = ("lowercase: clean_text_lowercase (lowercase, punctuation removed), "
+                         "pycocoevalcap Bleu(4) formula")
+
 _PUNCT = re.compile(r"[^\w\s]")
+_SPACES = re.compile(r"\s+")
+_FULL_STOP = re.compile(r"\s*\.\s*")
+_DOUBLE_STOP = re.compile(r"\.\s*\.")
+_TINY, _SMALL = 1e-15, 1e-9  # pycocoevalcap's epsilons (bleu_scorer.py)
 
 
-def clean_for_bleu(text: str) -> str:
-    """Lowercase and drop punctuation, keeping decimal numbers ('12.5') whole."""
+def clean_text_authors(text: object) -> str:
+    r"""The authors' light cleaning before BLEU: case kept, punctuation kept but '"' (full stops re-spaced).
+
+    In order: remove "<|eot_id|>"; newline -> space; drop '"'; collapse whitespace to one space;
+    every r"\s*\.\s*" -> ". "; every r"\.\s*\." -> "."; strip. A non-string gives "".
+    """
+    if not isinstance(text, str):
+        return ""
+    text = text.replace("<|eot_id|>", "").replace("\n", " ").replace('"', "")
+    text = _SPACES.sub(" ", text)
+    text = _FULL_STOP.sub(". ", text)
+    text = _DOUBLE_STOP.sub(".", text)
+    return text.strip()
+
+
+def clean_text_lowercase(text: object) -> str:
+    """Lowercase and drop punctuation, keeping decimal numbers ('12.5') whole. A non-string gives ""."""
+    if not isinstance(text, str):
+        return ""
     text = re.sub(r"(?<=\d)\.(?=\d)", "qqdecimalqq", text.lower())
     text = _PUNCT.sub(" ", text).replace("qqdecimalqq", ".")
     return " ".join(text.split())
 
 
 def bleu_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Corpus BLEU-1..4 and their mean (0-1 scale) via sacrebleu with tokenize='none', no smoothing."""
-    hyps = [clean_for_bleu(h) for h in hypotheses]
-    refs = [clean_for_bleu(r) for r in references]
-    out = {}
-    for n in range(1, 5):
-        bleu = BLEU(tokenize="none", smooth_method="none", max_ngram_order=n, effective_order=False)
-        out[f"bleu{n}"] = bleu.corpus_score(hyps, [refs]).score / 100.0
-    out["bleu_mean"] = float(np.mean([out[f"bleu{n}"] for n in range(1, 5)]))
-    return out
+    """Corpus BLEU-1..4 and their mean (0-1 scale), the authors' way: `clean_text_authors` text,
+    pycocoevalcap's Bleu(4) formula (module docstring). Keys bleu1..bleu4, bleu_mean."""
+    return bleu_from_statistics(bleu_statistics(hypotheses, references).sum(0))
+
+
+def bleu_scores_lowercase(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """As `bleu_scores` on `clean_text_lowercase` text. Keys bleu1_lower..bleu4_lower, bleu_mean_lower."""
+    scores = bleu_from_statistics(bleu_statistics(hypotheses, references, clean_text_lowercase).sum(0))
+    return {f"{key}_lower": value for key, value in scores.items()}
 
 
 def label_scores(y_true: np.ndarray, y_pred: np.ndarray,
@@ -82,14 +126,15 @@ def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
 
 
 def rouge_l(hypotheses: Sequence[str], references: Sequence[str], beta: float = 1.2) -> float:
-    """Mean per-report ROUGE-L F-measure (beta=1.2) on cleaned text, as pycocoevalcap's Rouge.
+    """Mean per-report ROUGE-L F-measure (beta=1.2), as pycocoevalcap's Rouge, on `clean_text_authors`
+    text (the authors' light cleaning: case and punctuation kept, full stops as ". ").
 
     pycocoevalcap splits on a single space, so an empty text is one empty token: two empty texts
     score 1 and an empty text against a non-empty one scores 0; this is kept for equality.
     """
     scores = []
     for hyp, ref in zip(hypotheses, references, strict=True):
-        h, r = clean_for_bleu(hyp).split(" "), clean_for_bleu(ref).split(" ")
+        h, r = clean_text_authors(hyp).split(" "), clean_text_authors(ref).split(" ")
         lcs = _lcs_length(h, r)
         precision, recall = lcs / len(h), lcs / len(r)
         if precision == 0 or recall == 0:
@@ -101,16 +146,18 @@ def rouge_l(hypotheses: Sequence[str], references: Sequence[str], beta: float = 
 
 # ---- Bootstrap confidence intervals ----------------------------------------------------------------
 
-def bleu_statistics(hypotheses: Sequence[str], references: Sequence[str]) -> np.ndarray:
-    """Per-report BLEU sufficient statistics on cleaned text, shape (N, 10).
+def bleu_statistics(hypotheses: Sequence[str], references: Sequence[str],
+                    clean: Callable[[object], str] = clean_text_authors) -> np.ndarray:
+    """Per-report BLEU sufficient statistics on `clean`ed text (default: the authors'), shape (N, 10).
 
     Columns: hypothesis length, reference length, clipped matches for n=1..4, hypothesis n-gram
-    counts for n=1..4. Corpus BLEU of any subset (or resample) is a function of the column sums,
-    which is what makes a BLEU bootstrap cheap.
+    counts for n=1..4 (pycocoevalcap's testlen, reflen, correct, guess; whitespace tokens). Corpus
+    BLEU of any subset (or resample) is a function of the column sums, which is what makes a BLEU
+    bootstrap cheap.
     """
     rows = []
     for hyp, ref in zip(hypotheses, references, strict=True):
-        h, r = clean_for_bleu(hyp).split(), clean_for_bleu(ref).split()
+        h, r = clean(hyp).split(), clean(ref).split()
         matches, totals = [], []
         for n in range(1, 5):
             h_ngrams = Counter(tuple(h[i:i + n]) for i in range(len(h) - n + 1))
@@ -122,16 +169,19 @@ def bleu_statistics(hypotheses: Sequence[str], references: Sequence[str]) -> np.
 
 
 def bleu_from_statistics(summed: np.ndarray) -> dict[str, float]:
-    """Corpus BLEU-1..4 and mean from summed `bleu_statistics` rows (sacrebleu's formula, no smoothing)."""
-    hyp_len, ref_len = float(summed[0]), float(summed[1])
-    matches, totals = summed[2:6].astype(float), summed[6:10].astype(float)
-    bp = min(1.0, math.exp(1 - ref_len / hyp_len)) if hyp_len > 0 else 0.0  # brevity penalty
+    """Corpus BLEU-1..4 and mean from summed `bleu_statistics` rows, with pycocoevalcap's formula and
+    epsilons, operation for operation (BleuScorer.compute_score), so the floats agree exactly."""
+    hyp_len, ref_len = int(summed[0]), int(summed[1])
+    matches, totals = [int(x) for x in summed[2:6]], [int(x) for x in summed[6:10]]
     out = {}
+    product = 1.0
     for n in range(1, 5):
-        if (matches[:n] == 0).any():
-            out[f"bleu{n}"] = 0.0
-        else:
-            out[f"bleu{n}"] = bp * math.exp(float(np.mean(np.log(matches[:n] / totals[:n]))))
+        product *= float(matches[n - 1] + _TINY) / (totals[n - 1] + _SMALL)
+        out[f"bleu{n}"] = product ** (1.0 / n)
+    ratio = (hyp_len + _TINY) / (ref_len + _SMALL)
+    if ratio < 1:  # brevity penalty; an empty hypothesis side gives exp(-huge) = 0
+        for n in range(1, 5):
+            out[f"bleu{n}"] *= math.exp(1 - 1 / ratio)
     out["bleu_mean"] = float(np.mean([out[f"bleu{n}"] for n in range(1, 5)]))
     return out
 
@@ -167,8 +217,10 @@ def macro_f1_ci(y_true: np.ndarray, y_pred: np.ndarray, n_resamples: int = 1000,
 
 
 def bleu_mean_ci(hypotheses: Sequence[str], references: Sequence[str], n_resamples: int = 1000,
-                 alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
-    """Bootstrap CI of corpus BLEU-mean; n-gram statistics are computed once, each resample only sums."""
-    stats = bleu_statistics(hypotheses, references)
+                 alpha: float = 0.05, seed: int = 0,
+                 clean: Callable[[object], str] = clean_text_authors) -> tuple[float, float]:
+    """Bootstrap CI of corpus BLEU-mean as `bleu_scores` computes it (default: the authors' cleaning);
+    n-gram statistics are computed once, each resample only sums."""
+    stats = bleu_statistics(hypotheses, references, clean)
     return bootstrap_ci(lambda idx: bleu_from_statistics(stats[idx].sum(0))["bleu_mean"], len(stats),
                         n_resamples, alpha, seed)
