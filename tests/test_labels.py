@@ -1,4 +1,5 @@
-"""Label merging: priorities (lesions over anatomy), class tables, and mask validation."""
+"""Label merging: the authors' chest label sets, priorities (lesions over anatomy), optional classes,
+class tables, and mask validation."""
 
 from __future__ import annotations
 
@@ -10,25 +11,147 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
+from uvlm.demo.abnormalities import ANATOMY_CLASSES
 from uvlm.io import VolumeError
-from uvlm.labels.label_map import load_label_map
+from uvlm.labels.label_map import LabelMap, load_label_map
 from uvlm.labels.merge import AnatomySource, class_voxel_counts, merge_labels
 from uvlm.labels.rexgrounding import read_lesions
 from uvlm.labels.shard import label_shard
+from uvlm.pseudolabel.classical import CLASSES as CLASSICAL_CLASSES
 from uvlm.pseudolabel.run import pseudolabel_shard
 
 CHEST = Path(__file__).resolve().parent.parent / "config" / "labels" / "chest.yaml"
-ANATOMY = {1: "body", 2: "lung_upper_lobe_left", 3: "trachea", 4: "aorta", 5: "heart"}
+ANATOMY = {1: "body", 2: "lung_upper_lobe_left", 3: "trachea", 4: "aorta", 5: "heart", 6: "bronchi"}
+
+# The authors' released ReXGroundingCT sets (REFERENCE.md section 6), written out as data.
+AUTHORS_COARSE = ["spleen", "kidney", "liver", "stomach", "pancreas", "lung", "esophagus", "trachea", "heart",
+                  "aorta", "vena_cava", "spine", "ribs", "sternum", "muscles"]
+AUTHORS_FINE = ["spleen", "kidney_right", "kidney_left", "liver_right_lobe", "liver_left_lobe", "stomach",
+                "pancreas", "adrenal_gland_right", "adrenal_gland_left", "lung_upper_lobe_left",
+                "lung_lower_lobe_left", "lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right",
+                "esophagus", "trachea", "thyroid_gland_left", "thyroid_gland_right", "thymus", "vertebrae", "heart",
+                "aorta", "pulmonary_trunk", "brachiocephalic_trunk", "inferior_vena_cava", "superior_vena_cava",
+                "gallbladder", "rib", "spine", "muscle", "clavicula", "sternum", "scapula", "humerus"]
+AUTHORS_LESIONS = {"1a": "bronchial_wall_thickening", "1b": "bronchiectasis", "1c": "emphysema",
+                   "1d": "septal_thickening", "1e": "micronodules", "1f": "other_non_focal",
+                   "2a": "linear_abnormalities", "2b": "atelectasis_consolidation", "2c": "groundglass_opacity",
+                   "2d": "pulmonary_nodules_masses", "2e": "pleural_effusion_thickening", "2f": "honeycombing",
+                   "2g": "pneumothorax", "2h": "other_focal"}
+OPTIONAL = ["airway", "pulmonary_artery", "pulmonary_vein"]
+
+# The authors' C merge of their fine names, with our two fixes (thyroid, thymus: background; humerus: ribs).
+AUTHORS_C_MERGE = {
+    "spleen": "spleen", "kidney_right": "kidney", "kidney_left": "kidney", "adrenal_gland_right": "kidney",
+    "adrenal_gland_left": "kidney", "liver_right_lobe": "liver", "liver_left_lobe": "liver", "gallbladder": "liver",
+    "stomach": "stomach", "pancreas": "pancreas", "lung_upper_lobe_left": "lung", "lung_lower_lobe_left": "lung",
+    "lung_upper_lobe_right": "lung", "lung_middle_lobe_right": "lung", "lung_lower_lobe_right": "lung",
+    "pulmonary_trunk": "lung", "esophagus": "esophagus", "trachea": "trachea", "heart": "heart",
+    "brachiocephalic_trunk": "heart", "aorta": "aorta", "inferior_vena_cava": "vena_cava",
+    "superior_vena_cava": "vena_cava", "vertebrae": "spine", "spine": "spine", "rib": "ribs", "clavicula": "ribs",
+    "scapula": "ribs", "humerus": "ribs", "sternum": "sternum", "muscle": "muscles",
+    "thyroid_gland_left": "background", "thyroid_gland_right": "background", "thymus": "background",
+}
+
+
+def _merge_names(names: list[str], lm: LabelMap) -> list[str]:
+    """Each name as its own one-voxel structure of one labeler, merged: the output class name per voxel."""
+    classes = dict(enumerate(names, start=1))
+    anatomy = np.arange(1, len(names) + 1, dtype=np.uint8)[None, None]
+    merged = merge_labels([AnatomySource("synthetic", anatomy, classes)], None, [], lm)
+    table = lm.class_table()
+    return [table[str(v)] for v in merged[0, 0]]
 
 
 def test_label_map_values_follow_yaml_order() -> None:
     cl = load_label_map(CHEST, "CL")
     assert cl.title == "C+L" and cl.needs_lesions
-    assert [c.name for c in cl.classes[:3]] == ["lung_left", "lung_right", "airway"]
+    assert load_label_map(CHEST, "C").title == "C" and not load_label_map(CHEST, "C").needs_lesions
+    assert load_label_map(CHEST, "FL").title == "F+L"
+    assert [c.name for c in cl.classes[:3]] == ["spleen", "kidney", "liver"]
     assert [c.value for c in cl.classes] == list(range(1, len(cl.classes) + 1))
-    assert len(cl.classes) == 7 + 14
     assert load_label_map(CHEST, "C").class_table()["0"] == "background"
-    assert len(load_label_map(CHEST, "FL").classes) == 14 + 14
+
+
+def test_class_names_are_the_authors_sets() -> None:
+    lesions = list(AUTHORS_LESIONS.values())
+    assert [c.name for c in load_label_map(CHEST, "C").classes] == AUTHORS_COARSE
+    assert [c.name for c in load_label_map(CHEST, "CL").classes] == AUTHORS_COARSE + lesions
+    assert [c.name for c in load_label_map(CHEST, "FL", available=set()).classes] == AUTHORS_FINE + lesions
+    assert [c.name for c in load_label_map(CHEST, "FL").classes] == AUTHORS_FINE + lesions + OPTIONAL
+
+
+def test_counts_with_background_and_optional_classes() -> None:
+    none: set[str] = set()
+    total_like = {"lung_upper_lobe_left", "trachea", "heart", "vertebrae_T5", "rib_left_3", "liver"}
+    assert len(load_label_map(CHEST, "C", available=none).class_table()) == 16
+    assert len(load_label_map(CHEST, "CL", available=none).class_table()) == 30
+    assert len(load_label_map(CHEST, "FL", available=none).class_table()) == 49
+    assert len(load_label_map(CHEST, "FL", available=total_like).class_table()) == 49
+    full = load_label_map(CHEST, "FL", available=total_like | {"airway", "pulmonary_artery", "pulmonary_vein"})
+    assert len(full.class_table()) == 49 + 3 and [c.name for c in full.classes[-3:]] == OPTIONAL
+    # TotalSegmentator's lung_vessels task and the demo truth feed the same classes
+    assert len(load_label_map(CHEST, "FL", available={"lung_airways", "lung_arteries", "lung_veins"}).classes) == 51
+    assert len(load_label_map(CHEST, "FL", available=set(ANATOMY_CLASSES.values())).classes) == 51
+    # the classical labeler gives airway only: it is value 49, the 48 fixed classes keep their values
+    classical = load_label_map(CHEST, "FL", available=set(CLASSICAL_CLASSES.values()))
+    assert len(classical.classes) == 49 and classical.classes[-1].name == "airway" and classical.classes[-1].value == 49
+    assert classical.classes[:48] == load_label_map(CHEST, "FL", available=none).classes
+    # C and C+L have no optional classes
+    assert load_label_map(CHEST, "CL", available=none) == load_label_map(CHEST, "CL")
+    # restricting a loaded map equals loading it restricted
+    assert load_label_map(CHEST, "FL").for_sources({"airway"}) == load_label_map(CHEST, "FL", available={"airway"})
+
+
+def test_c_merge_is_the_authors_table_with_two_fixes() -> None:
+    names = list(AUTHORS_C_MERGE)
+    assert sorted(names) == sorted(AUTHORS_FINE)
+    for gran in ("C", "CL"):
+        assert _merge_names(names, load_label_map(CHEST, gran)) == list(AUTHORS_C_MERGE.values())
+    # in F+L each of the authors' fine names is its own class
+    assert _merge_names(names, load_label_map(CHEST, "FL")) == names
+
+
+def test_every_labelers_names_land_in_the_right_classes() -> None:
+    c, fl = load_label_map(CHEST, "C"), load_label_map(CHEST, "FL")
+    # TotalSegmentator 2.x (total, liver_segments, lung_vessels)
+    total = ["liver", "kidney_cyst_left", "adrenal_gland_right", "thyroid_gland", "pulmonary_vein", "vertebrae_T5",
+             "vertebrae_C7", "spinal_cord", "rib_left_3", "costal_cartilages", "clavicula_left", "scapula_right",
+             "humerus_left", "autochthon_left", "iliopsoas_right", "atrial_appendage_left", "femur_left",
+             "liver_segment_1", "liver_segment_3", "liver_segment_6", "lung_airways", "lung_arteries"]
+    assert _merge_names(total, c) == [
+        "liver", "kidney", "kidney", "background", "lung", "spine", "spine", "spine", "ribs", "ribs", "ribs", "ribs",
+        "ribs", "muscles", "muscles", "heart", "background", "liver", "liver", "liver", "trachea", "lung"]
+    assert _merge_names(total, fl) == [
+        "background", "kidney_left", "adrenal_gland_right", "background", "pulmonary_vein", "vertebrae", "vertebrae",
+        "spine", "rib", "rib", "clavicula", "scapula", "humerus", "muscle", "muscle", "heart", "background",
+        "background", "liver_left_lobe", "liver_right_lobe", "airway", "pulmonary_artery"]
+    # the demo phantom's truth
+    truth = list(ANATOMY_CLASSES.values())
+    assert _merge_names(truth, c) == ["background"] + ["lung"] * 5 + [
+        "trachea", "trachea", "heart", "aorta", "lung", "lung", "spine", "ribs", "sternum"]
+    assert _merge_names(truth, fl) == ["background"] + truth[1:6] + [
+        "trachea", "airway", "heart", "aorta", "pulmonary_artery", "pulmonary_vein", "vertebrae", "rib", "sternum"]
+    # the classical labeler
+    classical = list(CLASSICAL_CLASSES.values())
+    assert classical == ["body", "lung_left", "lung_right", "airway", "vertebrae", "ribs", "sternum"]
+    assert _merge_names(classical, c) == ["background", "lung", "lung", "trachea", "spine", "ribs", "sternum"]
+    assert _merge_names(classical, fl) == ["background", "background", "background", "airway", "vertebrae", "rib",
+                                           "sternum"]
+
+
+def test_every_lesion_is_lung_in_c_and_its_own_class_with_l() -> None:
+    codes = list(AUTHORS_LESIONS)
+    anatomy = np.zeros((1, 1, len(codes)), np.uint8)
+    anatomy[0, 0, :] = 5  # heart under every lesion: lesions win over anatomy
+    lesions = np.zeros((len(codes), 1, 1, len(codes)), np.uint8)
+    for i in range(len(codes)):
+        lesions[i, 0, 0, i] = 1
+    expected = {"C": ["lung"] * len(codes), "CL": list(AUTHORS_LESIONS.values()), "FL": list(AUTHORS_LESIONS.values())}
+    for gran, names in expected.items():
+        lm = load_label_map(CHEST, gran)
+        merged = merge_labels([AnatomySource("truth", anatomy, ANATOMY)], lesions, codes, lm)
+        table = lm.class_table()
+        assert [table[str(v)] for v in merged[0, 0]] == names, gran
 
 
 def test_merge_priority_lesions_win_and_sources_combine() -> None:
@@ -39,19 +162,19 @@ def test_merge_priority_lesions_win_and_sources_combine() -> None:
     lesions[0, 0, 0, [2, 6]] = 1   # a nodule (2d) over lung and over heart
     lesions[1, 0, 0, [2, 3]] = 1   # consolidation (2b) overlapping the nodule at voxel 2
     merged = merge_labels([AnatomySource("truth", anatomy, ANATOMY)], lesions, ["2d", "2b"], cl)
-    expected = [0, 0, value["nodule_mass"], value["atelectasis_consolidation"], value["airway"], value["aorta"],
-                value["nodule_mass"]]
+    expected = [0, 0, value["pulmonary_nodules_masses"], value["atelectasis_consolidation"], value["trachea"],
+                value["aorta"], value["pulmonary_nodules_masses"]]
     assert merged[0, 0].tolist() == expected  # body is not a C+L class: background
     counts = class_voxel_counts(merged, cl)
-    assert counts["nodule_mass"] == 2 and counts["lung_right"] == 0
+    assert counts["pulmonary_nodules_masses"] == 2 and counts["lung"] == 0
 
 
 def test_merge_without_lesions_is_anatomy_only() -> None:
     c = load_label_map(CHEST, "C")
-    anatomy = np.array([[[2, 3, 5]]], dtype=np.uint8)
+    anatomy = np.array([[[2, 3, 5, 6]]], dtype=np.uint8)
     merged = merge_labels([AnatomySource("truth", anatomy, ANATOMY)], None, [], c)
     names = c.class_table()
-    assert [names[str(v)] for v in merged[0, 0]] == ["lung_left", "airway", "heart"]
+    assert [names[str(v)] for v in merged[0, 0]] == ["lung", "trachea", "heart", "trachea"]
 
 
 def test_merge_rejects_misaligned_lesions() -> None:
@@ -61,19 +184,30 @@ def test_merge_rejects_misaligned_lesions() -> None:
 
 
 def test_merge_combines_labelers_by_name_pattern_and_priority() -> None:
-    """TotalSegmentator-style names (vertebrae_T5, rib_left_3) and classical names feed the same class;
-    where two labelers claim a voxel the higher-priority class wins, whichever labeler said it."""
-    c = load_label_map(CHEST, "C")
-    value = {k.name: k.value for k in c.classes}
-    total = np.array([[[1, 2, 3, 0, 0, 4]]], np.uint8)   # vertebrae_T5, rib_left_3, lung lobe, -, -, heart
-    classical = np.array([[[0, 0, 0, 5, 4, 4]]], np.uint8)  # -, -, -, bone, airway, airway
-    merged = merge_labels([
-        AnatomySource("totalseg", total, {1: "vertebrae_T5", 2: "rib_left_3", 3: "lung_upper_lobe_left", 4: "heart"}),
-        AnatomySource("classical", classical, {4: "airway", 5: "bone"}),
-    ], None, [], c)
-    # airway (priority 1) beats heart (priority 0) at the last voxel
-    assert merged[0, 0].tolist() == [value["bone"], value["bone"], value["lung_left"], value["bone"],
-                                     value["airway"], value["airway"]]
+    """TotalSegmentator names (vertebrae_T5, rib_left_3) and an airway model's tree feed the classes by
+    pattern; where two labelers claim a voxel the higher-priority class wins, whichever labeler said it."""
+    total = np.array([[[1, 2, 3, 3, 5, 4]]], np.uint8)   # vertebrae_T5, rib_left_3, lobe, lobe, trachea, heart
+    airway = np.array([[[0, 0, 0, 1, 1, 1]]], np.uint8)  # ATM22-style tree: in the lobe, the trachea, the heart
+    sources = [AnatomySource("totalseg", total, {1: "vertebrae_T5", 2: "rib_left_3", 3: "lung_upper_lobe_left",
+                                                 4: "heart", 5: "trachea"}),
+               AnatomySource("airway", airway, {1: "airway"})]
+    names = {}
+    for gran in ("C", "CL", "FL"):
+        lm = load_label_map(CHEST, gran)
+        table = lm.class_table()
+        names[gran] = [table[str(v)] for v in merge_labels(sources, None, [], lm)[0, 0]]
+    # C, C+L: an airway branch inside a lobe stays lung; outside the lungs it is trachea (over heart)
+    assert names["C"] == names["CL"] == ["spine", "ribs", "lung", "lung", "trachea", "trachea"]
+    # F+L: the tree beats the lobe and the heart, the named trachea beats the tree
+    assert names["FL"] == ["vertebrae", "rib", "lung_upper_lobe_left", "airway", "trachea", "airway"]
+
+
+def test_optional_classes_must_come_last(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("granularities:\n  X:\n    classes:\n"
+                    "      - {name: a, anatomy: [a], optional: true}\n      - {name: b, anatomy: [b]}\n")
+    with pytest.raises(ValueError, match="optional"):
+        load_label_map(path, "X")
 
 
 def _write_case(folder: Path, name: str, shape=(4, 5, 6)) -> tuple[str, str, str]:
@@ -145,11 +279,11 @@ def test_label_shard_writes_maps_and_records_bad_cases(tmp_path: Path) -> None:
     source = tmp_path / "pl" / "truth" / "shard_0"
     pseudolabel_shard(rows, "truth", {"backend": "folder", "path": str(tmp_path / "anatomy")}, source,
                       on_error="skip", montages=False)
-    maps = [load_label_map(CHEST, "C"), load_label_map(CHEST, "CL")]
+    maps = [load_label_map(CHEST, "C"), load_label_map(CHEST, "CL"), load_label_map(CHEST, "FL")]
     index = label_shard(rows, maps, [source], tmp_path / "out", lesions_complete=False, on_error="skip")
     assert index["volume_name"].tolist() == ["train_1_a_1"]
     merged = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "CL" / "train_1_a_1.nii.gz")))
-    nodule = {c.name: c.value for c in maps[1].classes}["nodule_mass"]
+    nodule = {c.name: c.value for c in maps[1].classes}["pulmonary_nodules_masses"]
     assert merged[1, 2, 2] == nodule and (merged == nodule).sum() == 1
     errors = pd.read_csv(tmp_path / "out" / "errors.csv").set_index("volume_name")["error"]
     assert "train_2_a_1.npz" in errors["train_2_a_1"] and "empty or truncated" in errors["train_2_a_1"]
@@ -158,4 +292,9 @@ def test_label_shard_writes_maps_and_records_bad_cases(tmp_path: Path) -> None:
     assert "train_5_a_1" in errors["train_5_a_1"] and "made no label map" in errors["train_5_a_1"]
     pl_errors = pd.read_csv(source / "errors.csv").set_index("volume_name")["error"]
     assert "anatomy/train_5_a_1.nii.gz does not match its image" in pl_errors["train_5_a_1"]
-    assert json.loads((tmp_path / "out" / "classes_CL.json").read_text())[str(nodule)] == "nodule_mass"
+    assert json.loads((tmp_path / "out" / "classes_CL.json").read_text())[str(nodule)] == "pulmonary_nodules_masses"
+    # F+L lists the optional classes the source feeds (its `bronchi` -> airway) and no others
+    fl = json.loads((tmp_path / "out" / "classes_FL.json").read_text())
+    assert len(fl) == 50 and fl["49"] == "airway"
+    assert len(json.loads((tmp_path / "out" / "classes_C.json").read_text())) == 16
+    assert json.loads(index.loc[0, "missing_FL"]).count("airway") == 1  # no bronchi voxels in this case

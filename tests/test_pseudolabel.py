@@ -128,9 +128,10 @@ def test_classical_on_real_head_ct() -> None:
     ml = np.prod(img.GetSpacing()) / 1000.0
     lab = sitk.GetArrayFromImage(label_image(img))
     volumes = {n: float((lab == v).sum() * ml) for v, n in CLASSES.items()}
+    assert set(CLASSES.values()) == {"body", "lung_left", "lung_right", "airway", "vertebrae", "ribs", "sternum"}
     assert 1000 <= volumes["body"] <= 1800  # an adult brain is 1.1-1.5 l
     assert volumes["lung_left"] == volumes["lung_right"] == volumes["airway"] == 0
-    assert volumes["bone"] < 5
+    assert volumes["vertebrae"] + volumes["ribs"] + volumes["sternum"] < 5
 
 
 def test_classical_finds_bone_in_real_ct_slice() -> None:
@@ -142,9 +143,10 @@ def test_classical_finds_bone_in_real_ct_slice() -> None:
     vol.SetSpacing((*slice_.GetSpacing(), 5.0))
     lab = sitk.GetArrayFromImage(label_image(vol))[2]
     hu = sitk.GetArrayFromImage(vol)[2]
-    area = float((lab == VALUE["bone"]).sum() * np.prod(slice_.GetSpacing()))
+    bone = np.isin(lab, [VALUE["vertebrae"], VALUE["ribs"], VALUE["sternum"]])
+    area = float(bone.sum() * np.prod(slice_.GetSpacing()))
     assert 100 <= area <= 1500  # mm^2: a vertebral cross-section, not the whole slice
-    assert np.median(hu[lab == VALUE["bone"]]) > 300
+    assert np.median(hu[bone]) > 300
     assert (lab == VALUE["body"]).sum() > 0.5 * lab.size
 
 
@@ -176,7 +178,8 @@ def test_classical_reaches_dice_targets_on_demo_phantoms(orient: str | None) -> 
     names = dict(ANATOMY_CLASSES)
     groups = {"lung_left": [v for v, n in names.items() if n.startswith("lung") and n.endswith("left")],
               "lung_right": [v for v, n in names.items() if n.startswith("lung") and n.endswith("right")],
-              "airway": [v for v, n in names.items() if n in ("trachea", "bronchi")]}
+              "airway": [v for v, n in names.items() if n in ("trachea", "bronchi")],
+              **{k: [v for v, n in names.items() if n == k] for k in ("vertebrae", "ribs", "sternum")}}
     scores = {k: [] for k in groups}
     for img, truth in _phantoms(10, orient):
         lab = sitk.GetArrayFromImage(label_image(img))
@@ -186,3 +189,9 @@ def test_classical_reaches_dice_targets_on_demo_phantoms(orient: str | None) -> 
     mean = {k: float(np.mean(v)) for k, v in scores.items()}
     assert mean["lung_left"] >= 0.9 and mean["lung_right"] >= 0.9, mean
     assert mean["airway"] >= 0.7, mean
+    # The bone split by position (measured means on these 10 phantoms, both orientations: ribs 0.974,
+    # sternum 0.996, vertebrae 0.687). Vertebrae are lower because the bone step misses the cancellous
+    # core of vertebral bodies whose cortex ring is open in the slice; the split itself puts over 90%
+    # of the detected vertebral bone into vertebrae.
+    assert mean["ribs"] >= 0.9 and mean["sternum"] >= 0.9, mean
+    assert mean["vertebrae"] >= 0.6, mean

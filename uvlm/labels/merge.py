@@ -1,19 +1,20 @@
 """Merge anatomy maps from several labelers and lesion masks into one label map per granularity.
 
-Each output class names its anatomy sources by pattern (`vertebrae_*` matches TotalSegmentator's
-vertebrae_T1 ... and the demo's `vertebrae`), so one label map serves every labeler. Overlaps are
-resolved by the class's explicit priority: every voxel gets the highest-ranked class that claims it,
-which equals painting the classes lowest priority first.
+Each output class names its anatomy sources by pattern (`vertebrae*` matches TotalSegmentator's
+vertebrae_T1 ... and the demo's and classical labeler's `vertebrae`), so one label map serves every
+labeler. Overlaps are resolved by the class's explicit priority: every voxel gets the highest-ranked
+class that claims it, which equals painting the classes lowest priority first.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 import numpy as np
 
-from uvlm.labels.label_map import LabelMap
+from uvlm.labels.label_map import LabelMap, matches
+
+__all__ = ["AnatomySource", "class_voxel_counts", "matches", "merge_labels"]
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,6 @@ class AnatomySource:
     labeler: str
     array: np.ndarray
     classes: dict[int, str]
-
-
-def matches(name: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatchcase(name, p) for p in patterns)
 
 
 def merge_labels(sources: list[AnatomySource], lesions: np.ndarray | None, lesion_codes: list[str],

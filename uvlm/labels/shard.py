@@ -52,9 +52,13 @@ def label_shard(rows: pd.DataFrame, label_maps: list[LabelMap], source_dirs: lis
 
     A granularity that needs lesions is written only for volumes whose lesions are known: those with
     a mask, or every volume when lesions_complete (no mask then means no lesion).
+    Optional classes (e.g. F+L airway and pulmonary vessels) that no source's class name feeds are
+    dropped first, so classes_<granularity>.json lists exactly the classes these sources can fill.
     """
     rows = rows[rows["split"] == "train"]
     sources = [SourceShard.read(d) for d in source_dirs]
+    available = {name for s in sources for name in s.classes.values()}
+    label_maps = [lm.for_sources(available) for lm in label_maps]
 
     def work(row: pd.Series, out: Path) -> dict:
         case = row["volume_name"]

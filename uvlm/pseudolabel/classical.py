@@ -1,4 +1,5 @@
-"""A no-weights CPU labeler: body, left and right lung, airway and bone from HU, components, morphology.
+"""A no-weights CPU labeler: body, left and right lung, airway, vertebrae, ribs and sternum from HU,
+components, morphology and position.
 
 For users without TotalSegmentator weights (and for the demo). Steps, on a working grid of about
 `working_spacing_mm` (finer inputs are downsampled, the labels come back on the input grid):
@@ -15,7 +16,11 @@ For users without TotalSegmentator weights (and for the demo). Steps, on a worki
    by erosion until two components appear), sides decided in patient coordinates (LPS);
 5. bone: cortical bone above `bone_peak_hu`, plus the marrow it encloses in an axial slice (holes
    up to `max_marrow_mm2`, so a closed rib cage or skull does not turn the thorax or brain into bone)
-   where it is above `bone_hu`. Contrast-filled vessels stay out unless they exceed `bone_peak_hu`.
+   where it is above `bone_hu`. Contrast-filled vessels stay out unless they exceed `bone_peak_hu`;
+6. bone split by position in each axial slice, relative to the body's centre: within
+   `spine_half_width_mm` of the midline and behind the centre -> vertebrae, within
+   `sternum_half_width_mm` and in front -> sternum, the rest -> ribs (names the chest label map
+   and TotalSegmentator-style patterns understand).
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import numpy as np
 import scipy.ndimage as ndi
 import SimpleITK as sitk
 
-CLASSES: dict[int, str] = {1: "body", 2: "lung_left", 3: "lung_right", 4: "airway", 5: "bone"}
+CLASSES: dict[int, str] = {1: "body", 2: "lung_left", 3: "lung_right", 4: "airway", 5: "vertebrae", 6: "ribs",
+                           7: "sternum"}
 VALUE = {name: value for value, name in CLASSES.items()}
 
 
@@ -46,6 +52,8 @@ class ClassicalConfig:
     bone_peak_hu: float = 500.0       # cortical bone
     max_marrow_mm2: float = 3000.0    # largest enclosed marrow area per slice (femoral head ~2000)
     min_bone_ml: float = 0.2          # smaller dense specks (calcifications) are not bone
+    spine_half_width_mm: float = 35.0    # bone behind the body's centre, this close to the midline: vertebrae
+    sternum_half_width_mm: float = 20.0  # bone in front of the body's centre, this close to it: sternum
 
 
 def _ball(radius_vox: np.ndarray) -> np.ndarray:
@@ -148,6 +156,30 @@ def _bone(hu: np.ndarray, body: np.ndarray, spacing_zyx: tuple[float, float, flo
     return cortex | (marrow[hole_lab] & (hu > cfg.bone_hu))
 
 
+def _split_bone(bone: np.ndarray, body: np.ndarray, spacing_zyx: tuple[float, float, float],
+                cfg: ClassicalConfig) -> dict[str, np.ndarray]:
+    """Bone -> vertebrae, sternum, ribs by position in each axial slice, relative to the body's centre.
+
+    Midline: the body's centre in x; front-back reference: the body's centre in y (the vertebral
+    bodies lie behind it, the sternum in front). Bone within `spine_half_width_mm` of the midline and
+    behind the centre is vertebrae (thoracic transverse processes reach about 35 mm), bone within
+    `sternum_half_width_mm` of it and in front is sternum (the sternal body is about 40 mm wide), the
+    rest is ribs. So rib necks next to the spine count as vertebrae, and the lateral manubrium,
+    clavicles, scapulae and humeri as ribs (C merges the shoulder girdle into ribs anyway). The rule
+    assumes the body's whole cross-section is in the field of view, as in a chest CT.
+    """
+    width = np.arange(bone.shape[2]) * spacing_zyx[2]  # mm, per x index
+    depth = np.arange(bone.shape[1])                   # y index; LPS: grows towards the back
+    area = np.maximum(body.sum(axis=(1, 2)), 1)
+    x_centre = (body.sum(axis=1) * width).sum(axis=1) / area  # (D,) mm
+    y_centre = (body.sum(axis=2) * depth).sum(axis=1) / area  # (D,) index
+    lateral = np.abs(width[None, None, :] - x_centre[:, None, None])  # (D,1,W) mm from the midline
+    posterior = depth[None, :, None] > y_centre[:, None, None]        # (D,H,1)
+    vertebrae = bone & posterior & (lateral <= cfg.spine_half_width_mm)
+    sternum = bone & ~posterior & (lateral <= cfg.sternum_half_width_mm)
+    return {"vertebrae": vertebrae, "sternum": sternum, "ribs": bone & ~vertebrae & ~sternum}
+
+
 def label_array(hu: np.ndarray, spacing_zyx: tuple[float, float, float], cfg: ClassicalConfig,
                 left_is_high_x: bool = True) -> np.ndarray:
     """(D, H, W) HU in LPS array order -> uint8 map with CLASSES values.
@@ -176,7 +208,8 @@ def label_array(hu: np.ndarray, spacing_zyx: tuple[float, float, float], cfg: Cl
         reach = cfg.airway_wall_mm + 0.5 * max(spacing_zyx[1:])  # a voxel partly covered by the wall
         out[(wall <= reach) & body] = VALUE["airway"]
 
-    out[_bone(hu, body, spacing_zyx, cfg)] = VALUE["bone"]
+    for name, mask in _split_bone(_bone(hu, body, spacing_zyx, cfg), body, spacing_zyx, cfg).items():
+        out[mask] = VALUE[name]
     return out
 
 
