@@ -6,7 +6,11 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The embedded demo config, unless --configfile names one: a config given on the command line replaces it
+# rather than being merged into it (a merge would add the demo's experiments to config/ct_rate.yaml's).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -1,10 +1,14 @@
 """DAG size at CT-RATE scale: `snakemake -n all` over a 50,188-volume manifest (paths only, no images).
 
 Builds a work folder with the project's Snakefile/workflow/config, a fake CT-RATE root (only its
-folder must exist) and a manifest of N volumes in shards of `shard_size`, then times the dry run
-(wall clock and peak memory of the snakemake process) and counts jobs per rule from its summary.
+folder must exist), a manifest of N volumes in shards of `shard_size` of which `--masks` training
+volumes have ReXGroundingCT masks (the paper's 2,628), and the Stage 1 case list the `stage1_cases`
+rule would write from it; then times the dry run of `config/ct_rate.yaml` (wall clock and peak memory of
+the snakemake process) and counts jobs per rule from its summary. It also reports the pseudo-labelling
+work: labeler jobs and labelled volumes now (Stage 1 cases only) and before (every training volume,
+one job per manifest shard and labeler, as the pipeline did up to commit cf4eba6).
 
-    python benchmarks/dag_scale.py [--volumes 50188] [--out benchmarks/results/dag_scale.json]
+    python benchmarks/dag_scale.py [--volumes 50188] [--masks 2628] [--out benchmarks/results/dag_scale.json]
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from uvlm.data.manifest import stage1_cases
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def fake_manifest(n: int, shard_size: int, root: Path) -> pd.DataFrame:
-    """CT-RATE-shaped rows: ~2.36 reconstructions per patient, 94/6 train/valid split by patient."""
+def fake_manifest(n: int, shard_size: int, root: Path, masks: int) -> pd.DataFrame:
+    """CT-RATE-shaped rows: ~2.36 reconstructions per patient, 94/6 train/valid split by patient;
+    `masks` training volumes, drawn at random, have a lesion mask."""
     rng = np.random.default_rng(0)
     rows, patient = [], 0
     while len(rows) < n:
@@ -40,12 +47,16 @@ def fake_manifest(n: int, shard_size: int, root: Path) -> pd.DataFrame:
                              "image_path": str(root / "dataset" / f"{name}.nii.gz"), "image_exists": True})
     df = pd.DataFrame(rows[:n]).sort_values(["split", "volume_name"]).reset_index(drop=True)
     df["shard"] = np.arange(len(df)) // shard_size
+    train = np.flatnonzero(df["split"] == "train")
+    df["lesion_mask_path"] = ""
+    df.loc[rng.choice(train, size=masks, replace=False), "lesion_mask_path"] = "mask.npz"
     return df
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--volumes", type=int, default=50188)
+    ap.add_argument("--masks", type=int, default=2628, help="training volumes with ReXGroundingCT masks")
     ap.add_argument("--config", default=str(REPO / "config" / "ct_rate.yaml"))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "dag_scale.json"))
     a = ap.parse_args()
@@ -58,10 +69,16 @@ def main() -> None:
         (root / "dataset").mkdir(parents=True)
         cfg = yaml.safe_load(Path(a.config).read_text())
         cfg["ct_rate_root"] = str(root)
+        (work / "radbert").mkdir()  # the radbert extractor's folder must exist before any job
+        cfg["evaluation"]["radbert"]["model_dir"] = str(work / "radbert")
         (work / "scale.yaml").write_text(yaml.safe_dump(cfg))
-        manifest = fake_manifest(a.volumes, cfg["shard_size"], root)
+        manifest = fake_manifest(a.volumes, cfg["shard_size"], root, a.masks)
+        manifest["image_exists"] = True
+        cases = stage1_cases(manifest, cfg["lesions_complete"], cfg["stage1"]["max_cases"], cfg["seed"],
+                             cfg["shard_size"])
         (work / "results" / "manifest").mkdir(parents=True)
         manifest.to_parquet(work / "results" / "manifest" / "ct_rate.parquet")
+        cases.to_parquet(work / "results" / "manifest" / "ct_rate_stage1.parquet")
         cmd = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", f"--configfile={work / 'scale.yaml'}",
                "all"]
         start = time.perf_counter()
@@ -72,9 +89,18 @@ def main() -> None:
     if done.returncode != 0:
         raise SystemExit(out[-3000:])
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M)}
+    labelers = len(cfg["pseudolabels"]["sources"])
+    train = manifest[manifest["split"] == "train"]
     result = {"volumes": a.volumes, "shards": int(manifest["shard"].max()) + 1, "config": Path(a.config).name,
               "dry_run_s": round(seconds, 1), "peak_rss_gb": round(peak_gb, 2), "jobs_per_rule": jobs,
-              "max_jobs_per_rule": max(v for k, v in jobs.items() if k != "total")}
+              "max_jobs_per_rule": max(v for k, v in jobs.items() if k != "total"),
+              "pseudolabels": {
+                  "labelers": labelers,
+                  "now": {"stage1_cases": len(cases), "shards": int(cases["shard"].max()) + 1 if len(cases) else 0,
+                          "labeler_jobs": jobs.get("pseudolabel_shard", 0), "labelled_volumes": labelers * len(cases)},
+                  "before": {"training_volumes": len(train), "shards": int(manifest["shard"].nunique()),
+                             "labeler_jobs": labelers * int(manifest["shard"].nunique()),
+                             "labelled_volumes": labelers * len(train)}}}
     Path(a.out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 

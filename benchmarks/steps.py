@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from uvlm.experiments import Experiment
 from uvlm.models.cls_head import ClsHeadConfig, QueryClassificationHead, Stage2Classifier
 from uvlm.models.encoder import EncoderConfig, build_encoder, build_unet
 from uvlm.models.report_model import ReportGenerator
@@ -89,10 +90,12 @@ def stage2_step(cfg: dict, device: torch.device, batch: int, finetune: bool = Tr
 
 
 def report_model(cfg: dict, device: torch.device, freeze: bool) -> ReportGenerator:
+    """Our decoder with skip-connection injection and the deepest stage's visual tokens (the paper's best row)."""
     enc = EncoderConfig.from_config(cfg["encoder"])
+    exp = Experiment("bench", "SC", None, False, multi_layer=True, frozen=freeze)
     mcfg = build_model_config(enc, tuple(cfg["preprocess"]["grid"]), cfg["stage3"]["decoder"],
-                              cfg["stage3"]["vocab_size"], SPECIAL, freeze, "multi_layer", cfg["stage3"]["max_text_tokens"],
-                              cfg["stage3"].get("injection"))
+                              cfg["stage3"]["vocab_size"], SPECIAL, exp, cfg["stage3"]["max_text_tokens"],
+                              cfg["stage3"]["injection"]["stage_to_layer"])
     return ReportGenerator(mcfg, build_encoder(enc)).to(device)
 
 

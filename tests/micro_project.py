@@ -28,10 +28,12 @@ def micro_config(workdir: Path) -> Path:
                           n_conv_per_stage_decoder=[1, 1])
     cfg["stage1"].update(spacing_mm=[10.0, 6.0, 6.0], patch_size=[16, 16, 16], epochs=1, iterations_per_epoch=2,
                          val_iterations_per_epoch=1, max_cases=6)
-    cfg["stage2"].update(steps=3, batch_size=2)
-    cfg["stage3"].update(steps=3, batch_size=2, vocab_size=300, max_text_tokens=48,
+    cfg["stage2"].update(steps=3, batch_size=2, eval_every=2)
+    cfg["stage3"].update(steps=3, batch_size=2, eval_every=2, vocab_size=300, max_text_tokens=48,
                          decoder={"dim": 32, "n_layers": 2, "n_heads": 2, "dropout": 0.0})
     cfg["generate"].update(max_new_tokens=8, batch_size=4)
+    # the demo's second-deepest-stage experiment, at this grid: 8 x 12 x 12 tokens (the deepest has 144)
+    cfg["experiments"]["seg_cl_cls_rep_vt144"]["visual_tokens"] = 1152
     cfg["threads"] = 1
     path = workdir / "micro.yaml"
     path.write_text(yaml.safe_dump(cfg))

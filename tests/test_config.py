@@ -3,16 +3,93 @@
 from __future__ import annotations
 
 import copy
+import re
+import subprocess
+from pathlib import Path
 
 import pytest
+import yaml
 
 from uvlm.config import REPO_ROOT, ConfigError, load_config, validate_config
+from uvlm.experiments import Plan, experiments, table5_key
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "ct_rate.yaml"])
-def test_shipped_configs_are_valid(name: str) -> None:
-    cfg = load_config(REPO_ROOT / "config" / name)
-    assert set(cfg["run"]) <= set(cfg["experiments"])
+def ct_rate_config(tmp_path: Path) -> dict:
+    """config/ct_rate.yaml with its one required local path (the RadBERT folder) set."""
+    cfg = yaml.safe_load((REPO_ROOT / "config" / "ct_rate.yaml").read_text())
+    cfg["evaluation"]["radbert"]["model_dir"] = str(tmp_path)
+    return validate_config(cfg)
+
+
+def test_shipped_configs_are_valid(tmp_path: Path) -> None:
+    cfg = load_config(REPO_ROOT / "config" / "config.yaml")
+    assert set(cfg["run"]) <= set(cfg["experiments"]) and cfg["evaluation"]["extractor"] == "rules"
+    assert set(ct_rate_config(tmp_path)["run"]) == set(ct_rate_config(tmp_path)["experiments"])
+    with pytest.raises(ConfigError, match="evaluation/radbert/model_dir.*local RadBERT"):  # not set yet
+        load_config(REPO_ROOT / "config" / "ct_rate.yaml")
+
+
+def test_ct_rate_config_is_the_papers_table5_and_table4(tmp_path: Path) -> None:
+    """Exactly the 17 Table 5 rows, in the paper's order, matched row by row (recipe, SC, Frz, visual-token
+    stage, decoder) to config/published.yaml, the paper's printed training names as titles, and the four
+    Table 4 Stage 2 runs; each shared model once."""
+    cfg = ct_rate_config(tmp_path)
+    plan = Plan.from_config(cfg)
+    paper = yaml.safe_load((REPO_ROOT / "config" / "published.yaml").read_text())["rep_table5"]
+    assert len(plan.experiments) == 17
+    assert [e.row_key() for e in plan.experiments] == [
+        table5_key(r["seg"], r["cls"], r["sc"], r["frz"], r["ref_stage"], r["decoder"]) for r in paper]
+    assert all(e.title.split(",")[0] == r["training"] and e.recipe == r["training"]
+               for e, r in zip(plan.experiments, paper, strict=True))
+    assert [e.visual_tokens for e in plan.experiments] == [r["vt"] for r in paper]  # 384 / 3072 at 192x256x256
+    assert {r.title for r in plan.stage2} == {"None Cls", "Seg(C) Cls", "Seg(C+L) Cls", "Seg(F+L) Cls"}
+    assert plan.stage1 == ("C", "CL", "FL") and len(plan.model_dirs) == 3 + 4 + 17
+    main = next(e for e in plan.experiments if e.name == cfg["main_experiment"])
+    assert main.row_key() == table5_key("FL", True, True, True, -1, "own")  # Table 2: the paper's best row
+    none_rep = next(e for e in plan.experiments if e.recipe == "None Rep")
+    assert none_rep.frozen and none_rep.init_dir is None  # a frozen random encoder
+
+
+def test_experiment_needs_are_said_once() -> None:
+    exps = experiments(load_config())
+    sc = exps["seg_cl_cls_rep_sc"]
+    assert (sc.stage1_dir, sc.stage2_dir, sc.init_dir) == (
+        "results/models/stage1/seg_CL", "results/models/stage2/cls_seg_CL", "results/models/stage2/cls_seg_CL")
+    assert sc.model_dirs == ["results/models/stage1/seg_CL", "results/models/stage2/cls_seg_CL",
+                             "results/models/stage3/seg_cl_cls_rep_sc"]
+    assert exps["none_rep"].model_dirs == ["results/models/stage3/none_rep"]
+    assert (exps["seg_cl_cls_rep_vt144"].reference_stage, exps["seg_cl_cls_rep"].reference_stage) == (-2, -1)
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda c: c["experiments"]["none_rep"].update(seg="XL"), "experiments/none_rep/seg"),
+    (lambda c: c["experiments"]["none_rep"].update(decoder="gpt5"), "experiments/none_rep/decoder"),
+    (lambda c: c["experiments"]["none_rep"].update(visual_tokens=500),
+     "experiment 'none_rep': key 'visual_tokens' = 500 is not the token count of any encoder stage"),
+    (lambda c: c["experiments"]["none_rep"].update(decoder="hf_lora"),
+     "experiment 'none_rep': key 'decoder' = hf_lora needs stage3/hf/model_dir"),
+    (lambda c: c["stage1"]["dataset_ids"].pop("CL"), "experiment 'seg_cl_cls_rep_sc': key 'seg' = CL"),
+    (lambda c: c.update(main_experiment="nope"), "main_experiment"),
+    (lambda c: c.update(stage2_runs=["XL"]), "stage2_runs"),
+    (lambda c: c["evaluation"].update(extractor="radbert"), "evaluation/radbert/model_dir"),
+])
+def test_bad_experiments_fail_naming_the_experiment_and_key(mutate, message: str) -> None:
+    cfg = copy.deepcopy(load_config())
+    mutate(cfg)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(cfg)
+
+
+def test_bad_experiment_fails_before_any_job(tmp_path: Path) -> None:
+    """Snakemake stops while reading the config, naming the experiment and the key; nothing runs."""
+    cfg = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+    cfg["experiments"]["none_rep"]["visual_tokens"] = 500
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    done = subprocess.run(["snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"), "--directory", str(tmp_path),
+                           "--cores", "1", f"--configfile={tmp_path / 'bad.yaml'}", "all"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "experiment 'none_rep': key 'visual_tokens' = 500" in done.stderr
+    assert not (tmp_path / "results" / "demo").exists() and not (tmp_path / "results" / "logs").exists()
 
 
 @pytest.mark.parametrize(("mutate", "key"), [
@@ -21,7 +98,6 @@ def test_shipped_configs_are_valid(name: str) -> None:
     (lambda c: c["encoder"].update(strides=[2, 2, 2, 2, 2]), "encoder/strides"),
     (lambda c: c.update(run=["nope"]), "run"),
     (lambda c: c.update(unknown_key=1), "<top>"),
-    (lambda c: c["experiments"]["rep_only"].update(seg="XL"), "experiments/rep_only/seg"),
 ])
 def test_invalid_values_name_the_key(mutate, key: str) -> None:
     cfg = copy.deepcopy(load_config())

@@ -32,7 +32,7 @@ FEATURES = [4, 8, 16, 16]
 SHAPE = (16, 32, 32)
 
 
-def tiny_generator(seed: int = 0) -> ReportGenerator:
+def tiny_generator(seed: int = 3) -> ReportGenerator:
     torch.manual_seed(seed)
     enc = ResidualEncoderUNet(
         input_channels=1, n_stages=4, features_per_stage=FEATURES, conv_op=nn.Conv3d, kernel_sizes=3,

@@ -27,7 +27,7 @@ from uvlm.models.hf_decoder import (  # noqa: E402
     load_hf_tokenizer,
     special_ids,
 )
-from uvlm.models.injection import InjectionConfig  # noqa: E402
+from uvlm.models.injection import InjectionConfig, VisualFeatures  # noqa: E402
 
 torch.set_num_threads(1)
 # peft 0.21 still calls the name transformers 5 deprecated; nothing to fix on our side
@@ -108,7 +108,7 @@ def test_lora_step_trains_adapters_and_wrapper_only(qwen_dir: Path) -> None:
     assert not model.encoder.training  # frozen encoder kept in eval mode by train()
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert {n for n in before if "lora_B" in n} <= changed
-    assert {"visual_embed", "vision_marks"} <= changed and any(n.startswith("injector") for n in changed)
+    assert "vision_marks" in changed and any(n.startswith("injector") for n in changed)
     assert not any(n.startswith("encoder") for n in changed)
     assert not any(n.startswith("lm.") and "lora_" not in n for n in changed)  # base LM untouched
 
@@ -129,7 +129,7 @@ def test_gradient_checkpointing_same_gradients(qwen_dir: Path) -> None:
         model.loss(images(), IDS).backward()
         grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
-    assert float(grads[1]["injector.proj.2.weight"].abs().sum()) > 0  # injection at layer 1 is in the graph
+    assert float(grads[1]["injector.proj.2.1.weight"].abs().sum()) > 0  # injection at layer 1 is in the graph
     for n, g in grads[0].items():
         torch.testing.assert_close(grads[1][n], g, msg=n)
 
@@ -137,7 +137,8 @@ def test_gradient_checkpointing_same_gradients(qwen_dir: Path) -> None:
 def test_bfloat16_lm_trains(qwen_dir: Path) -> None:
     model = build(qwen_dir, "lora", dtype="bfloat16")
     assert model.causal_lm.model.embed_tokens.weight.dtype == torch.bfloat16
-    assert model.visual_embed.dtype == torch.float32
+    assert model.vision_marks.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in model.injector.parameters())
     one_step(model)
 
 
@@ -168,15 +169,16 @@ def test_hybrid_mask_is_applied(qwen_dir: Path) -> None:
     hc = final_hidden(model, lambda: model(imgs, torch.tensor([[BOS, 30, 31]] * 2)))
     torch.testing.assert_close(ha[:, :NV], hc[:, :NV], rtol=0, atol=0)
 
-    # bidirectional inside the vision block: the first placeholder sees the last one (not causal)
-    model.visual_embed[-1] += 1.0
-    hv = final_hidden(model, lambda: model(imgs, a))
+    # bidirectional inside the vision block: the first visual token sees the last one (not causal)
+    visual = model.encode(imgs)
+    moved = VisualFeatures(visual.tokens.clone(), visual.injected)
+    moved.tokens[:, -1] += 1.0
+    hv = final_hidden(model, lambda: model._run(moved, a, None, keep=a.shape[1]))
     assert not torch.allclose(hv[:, :2], ha[:, :2])
-    model.visual_embed[-1] -= 1.0
 
     # text sees the visual block
-    model.visual_embed[0] += 1.0
-    assert not torch.allclose(model(imgs, a), la)
+    moved.tokens[:, 0] += 1.0
+    assert not torch.allclose(model._run(moved, a, None, keep=a.shape[1]).logits, la)
 
 
 @torch.no_grad()
@@ -187,38 +189,51 @@ def test_sdpa_and_eager_agree(qwen_dir: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- injection
-@torch.no_grad()
-def test_injection_only_visual_positions_and_mapped_layers(qwen_dir: Path) -> None:
-    model = build(qwen_dir, "lora", mapping={3: 0, 2: 2}, noise=0.5).eval()  # layer 1 not mapped
-    layers = model.causal_lm.model.layers
+def _streams(model: HFReportGenerator, visual: VisualFeatures) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per layer: its input, and the residual stream entering its MLP norm (after attention + injection)."""
     ins: list[torch.Tensor] = []
-    outs: list[torch.Tensor] = []
-
-    def grab_in(m: nn.Module, a: tuple, k: dict) -> None:  # after the injection hook: sees its result
-        ins.append((a[0] if a else k["hidden_states"]).clone())
-
-    def grab_out(m: nn.Module, a: tuple, o: torch.Tensor | tuple) -> None:
-        outs.append((o[0] if isinstance(o, tuple) else o).clone())
-
-    hooks = [lay.register_forward_pre_hook(grab_in, with_kwargs=True) for lay in layers]
-    hooks += [lay.register_forward_hook(grab_out) for lay in layers]
+    mids: list[torch.Tensor] = []
+    hooks = []
+    for lay in model.causal_lm.model.layers:
+        hooks.append(lay.register_forward_pre_hook(
+            lambda m, a, k: ins.append((a[0] if a else k["hidden_states"]).clone()), with_kwargs=True))
+        hooks.append(lay.post_attention_layernorm.register_forward_pre_hook(
+            lambda m, a: mids.append(a[0].clone())))
     try:
-        model._run({}, IDS, None, keep=1)
-        x = ins[0]  # plain inputs_embeds
-        ins.clear()
-        outs.clear()
-        injected = model.encode(images())
-        assert sorted(injected) == [0, 2]
-        model._run(injected, IDS, None, keep=1)
+        model._run(visual, IDS, None, keep=1)
     finally:
         for h in hooks:
             h.remove()
+    return ins, mids
+
+
+@torch.no_grad()
+def test_injection_after_attention_at_visual_positions_of_mapped_layers(qwen_dir: Path) -> None:
+    model = build(qwen_dir, "lora", mapping={3: 0, 2: 2}, noise=0.5).eval()  # layer 1 not mapped
+    visual = model.encode(images())
+    assert sorted(visual.injected) == [0, 2]
+    torch.testing.assert_close(visual.tokens, visual.injected[0])  # the deepest stage is the input and layer 0's
+    ins, mids = _streams(model, visual)
     vis = model.vis_slice
-    for layer, prev in ((0, x), (2, outs[1])):
-        assert torch.equal(ins[layer][:, vis], prev[:, vis] + injected[layer])
-        assert torch.equal(ins[layer][:, :vis.start], prev[:, :vis.start])  # vision_start
-        assert torch.equal(ins[layer][:, vis.stop:], prev[:, vis.stop:])  # vision_end, text
-    assert torch.equal(ins[1], outs[0])  # unmapped layer receives the previous output unchanged
+    torch.testing.assert_close(ins[0][:, vis], visual.tokens)  # the visual tokens are the input, nothing added
+    for layer, other in ((0, {2: visual.injected[2]}), (2, {0: visual.injected[0]})):
+        ins_w, mids_w = _streams(model, VisualFeatures(visual.tokens, other))  # the same without this layer's
+        assert all(torch.equal(a, b) for a, b in zip(ins_w[:layer + 1], ins[:layer + 1], strict=True))
+        diff = mids[layer] - mids_w[layer]  # added after the layer's attention, before its MLP
+        torch.testing.assert_close(diff[:, vis], visual.injected[layer], atol=1e-4, rtol=1e-4)  # (a + b) - a
+        assert torch.count_nonzero(diff[:, :vis.start]) == 0 and torch.count_nonzero(diff[:, vis.stop:]) == 0
+
+
+def test_injection_survives_gradient_checkpointing(qwen_dir: Path) -> None:
+    """The backward pass recomputes checkpointed layers after the forward has returned: the injection
+    must be added again there, or the gradients would silently differ."""
+    grads = []
+    for ckpt in (False, True):
+        model = build(qwen_dir, "full", mapping={3: 0, 1: 1}, noise=0.1, gradient_checkpointing=ckpt).train()
+        model.loss(images(), IDS).backward()
+        grads.append(model.injector.proj["1"][1].weight.grad.clone())
+    assert float(grads[0].abs().sum()) > 0
+    torch.testing.assert_close(grads[1], grads[0])
 
 
 # ----------------------------------------------------------------------------- generation
@@ -260,7 +275,7 @@ def test_save_load_round_trip(qwen_dir: Path, tmp_path: Path, finetune: str, scr
         assert lm_keys and all("lora_" in k for k in lm_keys)  # base weights come from model_dir
     else:
         assert any("embed_tokens" in k for k in lm_keys) and not any("lm_head" in k for k in lm_keys)  # tied
-    assert "visual_embed" in sd and any(k.startswith("encoder.") for k in sd)
+    assert "vision_marks" in sd and any(k.startswith("encoder.") for k in sd)
     save_file(sd, str(tmp_path / "model.safetensors"))
 
     fresh = build(qwen_dir, finetune, seed=1, from_scratch=scratch).eval()
@@ -268,7 +283,7 @@ def test_save_load_round_trip(qwen_dir: Path, tmp_path: Path, finetune: str, scr
     with torch.no_grad():
         assert torch.equal(fresh(images(), IDS), logits)
     with pytest.raises(RuntimeError, match="missing"):
-        fresh.load_state_dict({k: v for k, v in sd.items() if k != "visual_embed"})
+        fresh.load_state_dict({k: v for k, v in sd.items() if k != "vision_marks"})
 
 
 # ----------------------------------------------------------------------------- tokenizer, ids

@@ -36,12 +36,14 @@ def tiny_encoder() -> nn.Module:
     return net.encoder
 
 
-def tiny_generator(mapping: dict[int, int] | None = None, mode: str = "multi_layer", seed: int = 0,
-                   freeze: bool = True) -> ReportGenerator:
+def tiny_generator(mapping: dict[int, int] | None = None, mode: str = "multi_layer", seed: int = 3,
+                   freeze: bool = True, reference_stage: int = -1) -> ReportGenerator:
     torch.manual_seed(seed)
-    dec = DecoderConfig(vocab_size=40, dim=32, n_layers=3, n_heads=4, max_seq_len=64)
-    inj = InjectionConfig(stage_channels=FEATURES, lm_dim=32, stage_to_layer=mapping, mode=mode)
-    cfg = ReportModelConfig(decoder=dec, injection=inj, n_visual_tokens=N_VIS, freeze_encoder=freeze)
+    n_vis = N_VIS if reference_stage == -1 else 4 * 8 * 8  # the deepest stage, or the next (-2)
+    dec = DecoderConfig(vocab_size=40, dim=32, n_layers=3, n_heads=4, max_seq_len=n_vis + 32)
+    inj = InjectionConfig(stage_channels=FEATURES, lm_dim=32, stage_to_layer=mapping, mode=mode,
+                          reference_stage=reference_stage)
+    cfg = ReportModelConfig(decoder=dec, injection=inj, n_visual_tokens=n_vis, freeze_encoder=freeze)
     model = ReportGenerator(cfg, tiny_encoder()).eval()
     with torch.no_grad():  # GPT init repeats the last token greedily; larger weights give varied output
         g = torch.Generator().manual_seed(seed + 3)
@@ -97,7 +99,7 @@ def test_default_and_input_only_mappings() -> None:
     assert cfg.resolve(8) == {5: 0, 4: 1, 3: 2, 2: 3, 1: 4, 0: 5}
     assert cfg.resolve(3) == {5: 0, 4: 1, 3: 2}
     only = InjectionConfig(stage_channels=[32, 64, 128, 256, 320, 320], lm_dim=512, mode="input_only")
-    assert only.resolve(8) == {5: 0}
+    assert only.resolve(8) == {}  # SC off: the visual tokens enter at the input only
     explicit = InjectionConfig(stage_channels=[4, 8, 16], lm_dim=8, stage_to_layer={-1: 0, 0: 1})
     assert explicit.resolve(2) == {2: 0, 0: 1}
     with pytest.raises(ValueError):
@@ -109,10 +111,25 @@ def test_injector_sums_stages_on_same_layer() -> None:
     inj = VisualInjector(InjectionConfig(stage_channels=[4, 8], lm_dim=6, stage_to_layer={0: 1, 1: 1}), 2)
     skips = [torch.randn(1, 4, 4, 4, 4), torch.randn(1, 8, 2, 2, 2)]
     out = inj(skips)
-    assert list(out) == [1] and out[1].shape == (1, 8, 6)
-    expect = inj.proj["0"](align_to_reference(skips[0], (2, 2, 2))) + inj.proj["1"](
-        align_to_reference(skips[1], (2, 2, 2)))
-    torch.testing.assert_close(out[1], expect)
+    assert list(out.injected) == [1] and out.injected[1].shape == (1, 8, 6)
+    deep = inj.proj["1"](align_to_reference(skips[1], (2, 2, 2)))
+    expect = inj.proj["0"](align_to_reference(skips[0], (2, 2, 2))) + deep
+    torch.testing.assert_close(out.injected[1], expect)
+    torch.testing.assert_close(out.tokens, deep)  # the reference (deepest) stage's projection is the input
+
+
+def test_stage_projection_is_norm_mlp_norm() -> None:
+    """Each stage's projection: LayerNorm(C), Linear(C, 2d), GELU, Linear(2d, d), LayerNorm(d) (the
+    authors' layout), checked against the same computation written out."""
+    torch.manual_seed(0)
+    inj = VisualInjector(InjectionConfig(stage_channels=[4, 8], lm_dim=6, mode="input_only"), 2)
+    assert list(inj.proj) == ["1"] and inj.mapping == {}  # SC off: only the reference stage is projected
+    x = torch.randn(3, 8, 8)  # (B, N, C)
+    ln1, fc1, _, fc2, ln2 = inj.proj["1"]
+    h = F.layer_norm(x, (8,), ln1.weight, ln1.bias, 1e-5)
+    h = F.linear(F.gelu(F.linear(h, fc1.weight, fc1.bias)), fc2.weight, fc2.bias)
+    torch.testing.assert_close(inj.proj["1"](x), F.layer_norm(h, (6,), ln2.weight, ln2.bias, 1e-6))
+    assert fc1.out_features == 12 and float(fc1.bias.detach().abs().sum()) == 0.0
 
 
 # ----------------------------------------------------------------------------- injection
@@ -128,7 +145,20 @@ def _block_inputs(dec: Decoder, run) -> list[torch.Tensor]:
     return seen
 
 
-def test_decoder_injection_only_visual_positions_and_mapped_layers() -> None:
+def _mlp_inputs(dec: Decoder, run) -> list[torch.Tensor]:
+    """Per block, the residual stream entering the MLP's LayerNorm (after attention and injection)."""
+    seen: list[torch.Tensor] = []
+    hooks = [b.ln2.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+             for b in dec.blocks]
+    try:
+        run()
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def test_decoder_injection_after_attention_at_visual_positions_of_mapped_layers() -> None:
     torch.manual_seed(0)
     dec = Decoder(DecoderConfig(vocab_size=20, dim=16, n_layers=3, n_heads=2, max_seq_len=32)).eval()
     n_vis, n_text = 6, 4  # vision block = start, 4 visual, end
@@ -136,34 +166,55 @@ def test_decoder_injection_only_visual_positions_and_mapped_layers() -> None:
     mask = hybrid_attention_mask(n_vis, n_text)
     vis = slice(1, 5)
     add = torch.randn(2, 4, 16)
-    base = _block_inputs(dec, lambda: dec(x, mask))
-    inj = _block_inputs(dec, lambda: dec(x, mask, {2: add}, vis))
-    assert torch.equal(inj[0], base[0]) and torch.equal(inj[1], base[1])  # layers 0, 1 receive nothing
-    diff = inj[2] - base[2]
+    base_in, inj_in = _block_inputs(dec, lambda: dec(x, mask)), _block_inputs(dec, lambda: dec(x, mask, {2: add}, vis))
+    base_mid = _mlp_inputs(dec, lambda: dec(x, mask))
+    inj_mid = _mlp_inputs(dec, lambda: dec(x, mask, {2: add}, vis))
+    for i in range(3):  # nothing reaches a layer's input, not even layer 2's: it is added inside it
+        assert torch.equal(inj_in[i], base_in[i])
+    assert torch.equal(inj_mid[0], base_mid[0]) and torch.equal(inj_mid[1], base_mid[1])
+    diff = inj_mid[2] - base_mid[2]  # after layer 2's attention, before its MLP: exactly the features
     torch.testing.assert_close(diff[:, vis], add)
     assert torch.count_nonzero(diff[:, :1]) == 0 and torch.count_nonzero(diff[:, 5:]) == 0  # markers, text
 
 
-def test_generator_injects_at_mapped_layers_only() -> None:
+def test_generator_visual_tokens_and_injection_at_mapped_layers_only() -> None:
     model = tiny_generator(mapping={3: 0, 2: 2})  # layer 1 not mapped
     imgs = images()
     ids = torch.tensor([[2, 7, 8, 9], [2, 10, 11, 3]])
-    injected = model.encode(imgs)
-    assert sorted(injected) == [0, 2] and injected[0].shape == (2, N_VIS, 32)
+    visual = model.encode(imgs)
+    assert sorted(visual.injected) == [0, 2] and visual.tokens.shape == (2, N_VIS, 32)
+    skips = model.encoder(imgs)
+    torch.testing.assert_close(visual.tokens, model.injector.proj["3"](skips[3].flatten(2).transpose(1, 2)))
+    torch.testing.assert_close(visual.injected[0], visual.tokens)  # the deepest stage feeds layer 0 again
     seen = _block_inputs(model.decoder, lambda: model(imgs, ids))
     emb = model.decoder.tok_emb
-    # layer 0 input: raw embeddings at markers and text, placeholder + stage 3 at visual positions
+    # layer 0 input: embeddings at markers and text, the projected reference stage at visual positions
     torch.testing.assert_close(seen[0][:, 0], emb.weight[model.config.vision_start_id].expand(2, -1))
     torch.testing.assert_close(seen[0][:, N_VIS + 1], emb.weight[model.config.vision_end_id].expand(2, -1))
     torch.testing.assert_close(seen[0][:, N_VIS + 2:], emb(ids))
-    torch.testing.assert_close(seen[0][:, 1:N_VIS + 1], model.visual_embed + injected[0])
-    # with the injected features zeroed, layer 2's input differs only at visual positions
-    zero = {0: injected[0], 2: torch.zeros_like(injected[2])}
-    x, mask = model._inputs(ids, None)
-    plain = _block_inputs(model.decoder, lambda: model.decoder(x, mask, zero, model.vis_slice))
-    diff = seen[2] - plain[2]
-    torch.testing.assert_close(diff[:, 1:N_VIS + 1], injected[2])
+    torch.testing.assert_close(seen[0][:, 1:N_VIS + 1], visual.tokens)
+    # with layer 2's features zeroed, its residual stream before the MLP differs only at visual positions
+    zero = {0: visual.injected[0], 2: torch.zeros_like(visual.injected[2])}
+    x, mask = model._inputs(visual.tokens, ids, None)
+    with_it = _mlp_inputs(model.decoder, lambda: model.decoder(x, mask, visual.injected, model.vis_slice))
+    plain = _mlp_inputs(model.decoder, lambda: model.decoder(x, mask, zero, model.vis_slice))
+    diff = with_it[2] - plain[2]
+    torch.testing.assert_close(diff[:, 1:N_VIS + 1], visual.injected[2])
     assert torch.count_nonzero(diff[:, :1]) == 0 and torch.count_nonzero(diff[:, N_VIS + 1:]) == 0
+
+
+def test_input_only_and_second_deepest_reference() -> None:
+    """SC off: no layer receives anything, the stages shallower than the reference do not matter; a
+    reference one stage shallower (the paper's 3072 tokens) gives that stage's voxels as tokens."""
+    only = tiny_generator(mode="input_only")
+    imgs, ids = images(), torch.tensor([[2, 7, 8, 9], [2, 10, 11, 3]])
+    assert only.encode(imgs).injected == {} and list(only.injector.proj) == ["3"]
+    big = tiny_generator(mode="input_only", reference_stage=-2)
+    visual = big.encode(imgs)
+    assert visual.tokens.shape == (2, 4 * 8 * 8, 32) and big.n_vision_block == 4 * 8 * 8 + 2
+    assert big(imgs, ids).shape == (2, 4, 40)
+    skips = big.encoder(imgs)
+    torch.testing.assert_close(visual.tokens, big.injector.proj["2"](skips[2].flatten(2).transpose(1, 2)))
 
 
 # ----------------------------------------------------------------------------- KV cache, generate
@@ -207,7 +258,7 @@ def test_loss_ignores_pad_and_freezes_encoder() -> None:
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is None for p in model.encoder.parameters())
-    assert model.injector.proj["3"].weight.grad is not None and model.visual_embed.grad is not None
+    assert model.injector.proj["3"][1].weight.grad is not None and model.injector.proj["3"][1].weight.grad.abs().sum() > 0
     assert not model.encoder.training
     # right padding does not change the real tokens' logits
     with torch.no_grad():
@@ -271,5 +322,5 @@ def test_parameter_table_matches_built_models() -> None:
     emb = [k for k in df.index if k.startswith("token embeddings")][0]
     assert df[emb] == cfg["stage3"]["vocab_size"] * dec["dim"]
     parts = [k for k in df.index if k not in ("report decoder total (without encoder)",)]
-    stage3 = df[[k for k in parts if k.startswith(("token", "decoder layers", "injection", "visual"))]].sum()
+    stage3 = df[[k for k in parts if k.startswith(("token", "decoder layers", "visual"))]].sum()
     assert df["report decoder total (without encoder)"] == stage3

@@ -1,4 +1,5 @@
-"""Demo data -> classical pseudo-labels -> label merge -> nnU-Net raw datasets that nnU-Net itself accepts."""
+"""Demo data -> Stage 1 case list -> classical pseudo-labels -> label merge -> nnU-Net raw datasets that
+nnU-Net itself accepts, with the same cases for every granularity."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from uvlm.data.ct_rate import ingest_ct_rate
+from uvlm.data.manifest import stage1_cases
 from uvlm.demo.ct_rate_writer import DemoConfig, write_demo_ct_rate
 from uvlm.demo.phantom import PhantomConfig
 from uvlm.labels.label_map import load_label_map
@@ -27,25 +29,30 @@ def test_exported_granularities_pass_nnunet_integrity_check(tmp_path: Path) -> N
     write_demo_ct_rate(root, DemoConfig(n_patients=6, seed=3, phantom=PhantomConfig(
         shape=(40, 80, 80), spacing_mm=(8.0, 4.48, 4.48))), progress=False)
     manifest = ingest_ct_rate(root, shard_size=64)
-    train = manifest[manifest["split"] == "train"]
+    train = manifest.index[manifest["split"] == "train"]
+    manifest.loc[train[::2], "lesion_mask_path"] = ""  # as in CT-RATE: not every volume is in ReXGroundingCT
+    # Stage 1 cases: the training volumes with lesion masks, one list for C, C+L and F+L
+    cases = stage1_cases(manifest, lesions_complete=False, max_cases=0, seed=0, shard_size=64)
+    assert sorted(cases["volume_name"]) == sorted(manifest.loc[train[1::2], "volume_name"])
     source = tmp_path / "pl" / "classical" / "shard_0"
-    pseudolabel_shard(train, "classical", {"backend": "classical"}, source, montages=False)
+    pseudolabel_shard(cases, "classical", {"backend": "classical"}, source, montages=False)
     maps = [load_label_map(CHEST, g) for g in ("C", "CL", "FL")]
-    label_shard(manifest, maps, [source], tmp_path / "labels" / "shard_0", lesions_complete=True)
+    label_shard(cases, maps, [source], tmp_path / "labels" / "shard_0", lesions_complete=False)
     index = read_shard_indexes([tmp_path / "labels" / "shard_0"])
 
     raw = tmp_path / "nnUNet_raw"
     ids = {"C": 511, "CL": 512, "FL": 513}
     for gran, dataset_id in ids.items():
-        rows = select_cases(manifest, index, gran, 0, 0)
+        rows = select_cases(cases, index, gran)
+        assert rows["volume_name"].tolist() == sorted(cases["volume_name"])  # the same cases, only labels differ
         ds = export_nnunet_dataset(rows, gran, load_class_table([tmp_path / "labels" / "shard_0"], gran),
                                    dataset_id, raw)
         labels = sitk.GetArrayFromImage(sitk.ReadImage(str(next((ds / "labelsTr").iterdir()))))
         assert labels.max() <= len(load_label_map(CHEST, gran).classes)
-        assert len(list((ds / "imagesTr").iterdir())) == len(rows) == len(train)
-    # classical anatomy feeds C: lungs, airway and bone are present; heart/aorta/vessels are not produced
+        assert sorted(p.name for p in (ds / "imagesTr").iterdir()) == [f"{v}_0000.nii.gz" for v in rows["volume_name"]]
+    # classical anatomy feeds C: lung (6), trachea (8), spine (12), ribs (13), sternum (14) are present
     c = sitk.GetArrayFromImage(sitk.ReadImage(str(next((raw / "Dataset511_UVLMC" / "labelsTr").iterdir()))))
-    assert set(np.unique(c).tolist()) >= {0, 1, 2, 3, 7}
+    assert set(np.unique(c).tolist()) >= {0, 6, 8, 12, 13, 14}
 
     env = {**os.environ, "nnUNet_raw": str(raw), "nnUNet_preprocessed": str(tmp_path / "pre"),
            "nnUNet_results": str(tmp_path / "res"), "nnUNet_n_proc_DA": "1"}

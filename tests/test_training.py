@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 import uvlm.train.fit as fit_module
 from uvlm.constants import CT_RATE_LABELS
 from uvlm.data.volumes import VolumeDataset, balanced_batches
+from uvlm.experiments import Experiment
 from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder, save_encoder
 from uvlm.text.tokenizer import train_bpe
 from uvlm.train.stage2 import Stage2Config, train_stage2
@@ -40,6 +41,10 @@ def dataset(tmp_path: Path, n: int = 8, seed: int = 0) -> VolumeDataset:
     return VolumeDataset(pd.DataFrame(rows))
 
 
+FINETUNED_SC = Experiment("sc", "SC, fine-tuned", None, False, multi_layer=True, frozen=False)
+FROZEN_SC = Experiment("sc_frz", "SC + Frz", None, False, multi_layer=True, frozen=True)
+
+
 def s2cfg(**kw) -> Stage2Config:
     base = dict(steps=6, batch_size=2, lr=1e-2, encoder_lr_mult=1.0, weight_decay=0.01, grad_clip=1.0,
                 checkpoint_every=2, eval_every=0, sampling="balanced")
@@ -48,7 +53,7 @@ def s2cfg(**kw) -> Stage2Config:
 
 def s3cfg(**kw) -> Stage3Config:
     base = dict(steps=6, batch_size=2, lr=1e-2, encoder_lr_mult=0.1, weight_decay=0.01, grad_clip=1.0,
-                checkpoint_every=2, max_text_tokens=32)
+                checkpoint_every=2, max_text_tokens=32, eval_every=0, sampling="shuffle")
     return Stage3Config(**{**base, **kw})
 
 
@@ -75,15 +80,15 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
 
 
 def test_stage2_resume_after_kill_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    train, valid = dataset(tmp_path / "d"), dataset(tmp_path / "v", 4, seed=1)
-    train_stage2(train, valid, None, ENC, s2cfg(), tmp_path / "full", "cpu", 1, 0)
+    train, holdout = dataset(tmp_path / "d"), dataset(tmp_path / "v", 4, seed=1)
+    train_stage2(train, holdout, None, None, ENC, s2cfg(), tmp_path / "full", "cpu", 1, 0)
     assert not (tmp_path / "full.work").exists()  # resume state removed once the folder is written
     with monkeypatch.context() as m:
         interrupt_at(m, 5)
         with pytest.raises(KeyboardInterrupt):
-            train_stage2(train, valid, None, ENC, s2cfg(), tmp_path / "resumed", "cpu", 1, 0)
+            train_stage2(train, holdout, None, None, ENC, s2cfg(), tmp_path / "resumed", "cpu", 1, 0)
     assert (tmp_path / "resumed.work" / "checkpoint_latest.pt").is_file() and not (tmp_path / "resumed").exists()
-    train_stage2(train, valid, None, ENC, s2cfg(), tmp_path / "resumed", "cpu", 1, 0)
+    train_stage2(train, holdout, None, None, ENC, s2cfg(), tmp_path / "resumed", "cpu", 1, 0)
     assert_same(weights(tmp_path / "full"), weights(tmp_path / "resumed"))
     log_full = pd.read_csv(tmp_path / "full" / "training_log.csv")
     log_resumed = pd.read_csv(tmp_path / "resumed" / "training_log.csv")
@@ -94,27 +99,27 @@ def test_stage3_resume_after_kill_equals_uninterrupted(tmp_path: Path, monkeypat
     train = dataset(tmp_path / "d")
     tok = tmp_path / "tok.json"
     train_bpe(TEXTS * 4, 80, tok, min_frequency=1)
-    args = (train, tok, None, ENC, GRID, DECODER)
-    train_stage3(*args, s3cfg(), False, "multi_layer", tmp_path / "full", "cpu", 1, 0)
+    args = (train, dataset(tmp_path / "h", 2, seed=2), tok, None, ENC, GRID, DECODER)
+    train_stage3(*args, s3cfg(eval_every=2), FINETUNED_SC, tmp_path / "full", "cpu", 1, 0)
     with monkeypatch.context() as m:
         interrupt_at(m, 4)
         with pytest.raises(KeyboardInterrupt):
-            train_stage3(*args, s3cfg(), False, "multi_layer", tmp_path / "resumed", "cpu", 1, 0)
-    train_stage3(*args, s3cfg(), False, "multi_layer", tmp_path / "resumed", "cpu", 1, 0)
+            train_stage3(*args, s3cfg(eval_every=2), FINETUNED_SC, tmp_path / "resumed", "cpu", 1, 0)
+    train_stage3(*args, s3cfg(eval_every=2), FINETUNED_SC, tmp_path / "resumed", "cpu", 1, 0)
     assert_same(weights(tmp_path / "full"), weights(tmp_path / "resumed"))
     # a different config does not resume from a stale checkpoint: it starts afresh
     with monkeypatch.context() as m:
         interrupt_at(m, 4)
         with pytest.raises(KeyboardInterrupt):
-            train_stage3(*args, s3cfg(), False, "multi_layer", tmp_path / "other", "cpu", 1, 0)
-    train_stage3(*args, s3cfg(lr=5e-3), False, "multi_layer", tmp_path / "other", "cpu", 1, 0)
+            train_stage3(*args, s3cfg(eval_every=2), FINETUNED_SC, tmp_path / "other", "cpu", 1, 0)
+    train_stage3(*args, s3cfg(lr=5e-3, eval_every=2), FINETUNED_SC, tmp_path / "other", "cpu", 1, 0)
     assert (tmp_path / "other").is_dir()
     assert not torch.equal(weights(tmp_path / "full")["decoder.tok_emb.weight"],
                            weights(tmp_path / "other")["decoder.tok_emb.weight"])
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    train, valid = dataset(tmp_path / "d"), dataset(tmp_path / "d", 4, seed=1)
+    train, holdout = dataset(tmp_path / "d"), dataset(tmp_path / "d", 4, seed=1)
     calls = {"n": 0}
     real = torch.nn.BCEWithLogitsLoss.forward
 
@@ -125,18 +130,18 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(torch.nn.BCEWithLogitsLoss, "forward", poisoned)
     with pytest.raises(FloatingPointError, match=r"loss is nan at step 5.*last good checkpoint \(step 4\)"):
-        train_stage2(train, valid, None, ENC, s2cfg(), tmp_path / "out", "cpu", 1, 0)
+        train_stage2(train, holdout, None, None, ENC, s2cfg(), tmp_path / "out", "cpu", 1, 0)
     state = torch.load(tmp_path / "out.work" / "checkpoint_latest.pt", weights_only=True)
     assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
     assert not (tmp_path / "out").exists()
 
 
 def test_gradient_accumulation_equals_the_larger_batch(tmp_path: Path) -> None:
-    train, valid = dataset(tmp_path / "d"), dataset(tmp_path / "d", 4, seed=1)
+    train, holdout = dataset(tmp_path / "d"), dataset(tmp_path / "d", 4, seed=1)
     common = dict(sampling="shuffle", augment=False, steps=3, checkpoint_every=0)
-    train_stage2(train, valid, None, ENC, s2cfg(batch_size=4, accum_steps=1, **common), tmp_path / "big", "cpu", 1, 0)
-    train_stage2(train, valid, None, ENC, s2cfg(batch_size=2, accum_steps=2, **common), tmp_path / "acc", "cpu", 1, 0)
-    train_stage2(train, valid, None, ENC, s2cfg(batch_size=2, accum_steps=1, **common), tmp_path / "small", "cpu", 1, 0)
+    train_stage2(train, holdout, None, None, ENC, s2cfg(batch_size=4, accum_steps=1, **common), tmp_path / "big", "cpu", 1, 0)
+    train_stage2(train, holdout, None, None, ENC, s2cfg(batch_size=2, accum_steps=2, **common), tmp_path / "acc", "cpu", 1, 0)
+    train_stage2(train, holdout, None, None, ENC, s2cfg(batch_size=2, accum_steps=1, **common), tmp_path / "small", "cpu", 1, 0)
     a, b, c = weights(tmp_path / "big"), weights(tmp_path / "acc"), weights(tmp_path / "small")
     # Conv biases in front of InstanceNorm get a gradient that is exactly zero in theory (the norm removes
     # per-channel constants), so AdamW turns their float noise into full-size steps: leave them out.
@@ -159,11 +164,46 @@ def test_balanced_sampling_draws_rare_labels_as_often_as_common_ones() -> None:
     np.testing.assert_allclose([*share, none_share], 0.25, atol=0.03)
 
 
-def test_best_validation_auc_weights_are_handed_on(tmp_path: Path) -> None:
-    train, valid = dataset(tmp_path / "d"), dataset(tmp_path / "d", 6, seed=1)
-    m = train_stage2(train, valid, None, ENC, s2cfg(eval_every=2), tmp_path / "out", "cpu", 1, 0)
-    assert m["best_step"] in (2, 4, 6)
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["best_step"] == m["best_step"]
+def test_best_holdout_auc_weights_are_handed_on(tmp_path: Path) -> None:
+    train, holdout = dataset(tmp_path / "d"), dataset(tmp_path / "d", 6, seed=1)
+    scored = dataset(tmp_path / "s", 4, seed=3)
+    m = train_stage2(train, holdout, scored, None, ENC, s2cfg(eval_every=2), tmp_path / "out", "cpu", 1, 0)
+    assert m["best_step"] in (2, 4, 6) and m["n_holdout"] == 6 and m["n_scored"] == 4
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["best_step"] == m["best_step"] and "macro_auc" in saved["holdout"]
+    log = pd.read_csv(tmp_path / "out" / "training_log.csv")
+    assert log.dropna(subset=["holdout"])["step"].tolist() == [2, 4, 6]  # hold-out AUC logged at each check
+
+
+@pytest.mark.parametrize("ema, best", [(0.0, 4), (0.9, 6)])
+def test_fit_keeps_the_weights_of_the_best_smoothed_score(ema: float, best: int) -> None:
+    """Scores 0.1, 0.5, 0.3 at steps 2, 4, 6: the raw best is step 4; the authors' EMA (0.9) gives
+    0.1, 0.14, 0.156, whose best is step 6. The kept state is the model's state at that step."""
+    from uvlm.train.fit import Checkpointing, fit
+    from uvlm.train.loop import OptimConfig, Runtime
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    cfg = OptimConfig(steps=6, batch_size=2, lr=0.1, encoder_lr_mult=0.0, weight_decay=0.0, grad_clip=10.0,
+                      checkpoint_every=0)
+    opt = torch.optim.AdamW([{"params": list(model.parameters()), "base_lr": 0.1}], lr=0.1)
+    x = torch.randn(4, 3)
+    scores, states = iter([0.1, 0.5, 0.3]), {}
+
+    def evaluate() -> float:
+        states[len(states) * 2 + 2] = {k: v.clone() for k, v in model.state_dict().items()}
+        return next(scores)
+
+    def batches():
+        while True:
+            yield [0, 1]
+
+    result = fit(model, model, opt, cfg, Runtime(torch.device("cpu")), batches(),
+                 lambda m, idx: m(x[idx]).pow(2).mean(), "test", Checkpointing(Path("/nonexistent"), 0, "x"),
+                 evaluate=evaluate, eval_every=2, ema=ema)
+    assert result.best["step"] == best
+    assert all(torch.equal(result.best["state"][k], states[best][k]) for k in states[best])
+    assert not torch.equal(states[2]["weight"], states[6]["weight"])  # the states really differ
 
 
 def test_architecture_mismatch_lists_the_keys(tmp_path: Path) -> None:
@@ -174,12 +214,13 @@ def test_architecture_mismatch_lists_the_keys(tmp_path: Path) -> None:
         load_encoder(tmp_path / "stage1", expected=other)
     tok = tmp_path / "tok.json"
     train_bpe(TEXTS * 4, 80, tok, min_frequency=1)
-    train_stage3(dataset(tmp_path / "d"), tok, None, ENC, GRID, DECODER, s3cfg(steps=1), True, "multi_layer",
-                 tmp_path / "s3", "cpu", 1, 0)
+    train_stage3(dataset(tmp_path / "d"), dataset(tmp_path / "h", 2, seed=2), tok, None, ENC, GRID, DECODER,
+                 s3cfg(steps=1), FROZEN_SC, tmp_path / "s3", "cpu", 1, 0)
     from uvlm.text.tokenizer import SpecialIds, load_tokenizer
     t = load_tokenizer(tok)
+    input_only = Experiment("io", "input only", None, False, multi_layer=False, frozen=True)
     want = build_model_config(ENC, GRID, {**DECODER, "n_layers": 3}, t.get_vocab_size(), SpecialIds.from_tokenizer(t),
-                              True, "input_only", 32)
+                              input_only, 32)
     with pytest.raises(ValueError, match=r"decoder\.n_layers': \(2, 3\).*injection\.mode': \('multi_layer', 'input_only'\)"):
         load_report_model(tmp_path / "s3", torch.device("cpu"), expected=want)
 
@@ -202,18 +243,19 @@ def test_qwen3_lora_step_through_stage3_code_and_generation(tmp_path: Path) -> N
     # the folder's own tokenizer, as a Qwen3 folder has one (here our BPE file in HF's format)
     transformers.PreTrainedTokenizerFast(tokenizer_file=str(tok), bos_token="<bos>", eos_token="<eos>",
                                          pad_token="<pad>", unk_token="<unk>").save_pretrained(qwen)
-    hf = {"model_dir": str(qwen), "from_scratch": False, "finetune": "lora", "lora_r": 4, "lora_alpha": 8,
+    hf = {"model_dir": str(qwen), "from_scratch": False, "lora_r": 4, "lora_alpha": 8,
           "lora_dropout": 0.0, "dtype": "float32", "gradient_checkpointing": False, "tokenizer": "hf"}
     train = dataset(tmp_path / "d")
     base = transformers.AutoModelForCausalLM.from_pretrained(qwen).state_dict()
-    train_stage3(train, tok, None, ENC, GRID, DECODER, s3cfg(steps=2, checkpoint_every=0), True, "multi_layer",
-                 tmp_path / "s3", "cpu", 1, 0, hf=hf)
+    lora = Experiment("q4b_l", "Q4B-L", None, False, multi_layer=False, frozen=True, decoder="hf_lora")
+    train_stage3(train, dataset(tmp_path / "h", 2, seed=2), tok, None, ENC, GRID, DECODER,
+                 s3cfg(steps=2, checkpoint_every=0, eval_every=1), lora, tmp_path / "s3", "cpu", 1, 0, hf=hf)
     saved = weights(tmp_path / "s3")
     lora = [k for k in saved if "lora_" in k]
     assert lora and not any(k.endswith("embed_tokens.weight") for k in saved)  # LoRA folder: no frozen base
     assert any(not torch.equal(saved[k], torch.zeros_like(saved[k])) for k in lora if "lora_B" in k)  # trained
     model, config = load_report_model(tmp_path / "s3", torch.device("cpu"))
-    assert config["kind"] == "hf"
+    assert config["kind"] == "hf" and config["model"]["decoder"]["finetune"] == "lora"
     lm_state = {k.replace(".base_layer", ""): v for k, v in model.causal_lm.state_dict().items()}
     common = [k for k in base if k in lm_state]
     assert len(common) >= len(base) // 2
@@ -223,14 +265,18 @@ def test_qwen3_lora_step_through_stage3_code_and_generation(tmp_path: Path) -> N
     assert len(df) == len(train) and (df["n_tokens"] <= 6).all()
 
 
-def test_reference_stage_and_mapping_come_from_the_config(tmp_path: Path) -> None:
-    """stage3.injection: the second-deepest stage as reference (3072 tokens at paper scale) and an
-    explicit stage -> layer mapping reach the trained model's config."""
+def test_visual_tokens_from_the_experiment_and_mapping_from_the_config(tmp_path: Path) -> None:
+    """An experiment's visual tokens (the second-deepest stage: 3072 at paper scale) and the configured
+    stage -> layer mapping reach the trained model; a frozen random encoder (the paper's None Rep)
+    stays as it was initialised."""
     tok = tmp_path / "tok.json"
     train_bpe(TEXTS * 4, 80, tok, min_frequency=1)
-    settings = {"reference_stage": -2, "stage_to_layer": {"2": 0, "1": 1}}
-    train_stage3(dataset(tmp_path / "d"), tok, None, ENC, GRID, DECODER, s3cfg(steps=1), False, "multi_layer",
-                 tmp_path / "s3", "cpu", 1, 0, injection_settings=settings)
+    exp = Experiment("vt", "VT", None, False, multi_layer=True, frozen=True, reference_stage=-2)
+    train_stage3(dataset(tmp_path / "d"), dataset(tmp_path / "h", 2, seed=2), tok, None, ENC, GRID, DECODER,
+                 s3cfg(steps=2), exp, tmp_path / "s3", "cpu", 1, 0, stage_to_layer={"2": 0, "1": 1})
     model, config = load_report_model(tmp_path / "s3", torch.device("cpu"))
     assert config["model"]["n_visual_tokens"] == 4 * 4 * 4  # stage 1 of an 8^3 grid with strides 1, 2, 2
-    assert model.injector.mapping == {2: 0, 1: 1}
+    assert model.injector.mapping == {2: 0, 1: 1} and config["model"]["freeze_encoder"]
+    torch.manual_seed(0)  # the random encoder train_stage3 built (setup_runtime seeds with the seed, 0)
+    fresh = build_encoder(ENC).state_dict()
+    assert all(torch.equal(v, fresh[k]) for k, v in model.encoder.state_dict().items())

@@ -20,33 +20,63 @@ def test_lint_is_clean() -> None:
     assert "Congratulations, your workflow is in a good condition!" in res.stdout + res.stderr
 
 
+RUN = ["seg_cl_cls_rep_sc", "seg_cl_cls_rep", "seg_cl_cls_rep_vt144", "seg_cl_cls_rep_ft", "none_rep"]
+
+
 def test_micro_demo_runs_end_to_end(micro_run: Path) -> None:
     table = (micro_run / "results" / "tables" / "main.md").read_text()
-    for title in ("Seg(C+L) -> Cls -> Rep", "Rep only", "Most frequent label set (baseline)", "BTB3D-16"):
+    for title in ("U-VLM (ours): Seg(C+L) Cls Rep, SC + Frz", "Most frequent label set (baseline)", "BTB3D-16"):
         assert title in table
     df = pd.read_csv(micro_run / "results" / "tables" / "main.csv")
     ours = df[df["source"].str.startswith("ours")]
-    assert len(ours) == 3 and ours[["f1", "bleu_mean"]].notna().all().all()
-    reports = pd.read_parquet(micro_run / "results" / "reports" / "rep_only.parquet")
+    assert len(ours) == 2 and ours[["f1", "bleu_mean"]].notna().all().all()
+    reports = pd.read_parquet(micro_run / "results" / "reports" / "none_rep.parquet")
     manifest = pd.read_parquet(micro_run / "results" / "manifest" / "ct_rate.parquet")
     assert set(reports["volume_name"]) == set(manifest.loc[manifest["split"] == "valid", "volume_name"])
-    metrics = json.loads((micro_run / "results" / "metrics" / "seg_cl_cls_rep.json").read_text())
+    metrics = json.loads((micro_run / "results" / "metrics" / "seg_cl_cls_rep_sc.json").read_text())
     assert 0 <= metrics["macro_f1"] <= 1 and metrics["n_reports"] == len(reports)
     # Stage outputs shared by experiments exist once, named by what made them.
     assert (micro_run / "results" / "models" / "stage1" / "seg_CL" / "encoder.safetensors").is_file()
-    assert (micro_run / "results" / "models" / "stage2" / "cls_seg_CL" / "model.safetensors").is_file()
+    for init in ("cls_seg_CL", "cls_none"):  # the experiments' Stage 2 and Table 4's
+        assert (micro_run / "results" / "models" / "stage2" / init / "model.safetensors").is_file()
+    # One row of each kind ran: SC on / off, frozen / fine-tuned (and a frozen random encoder), and the
+    # visual tokens of the second-deepest stage
+    models = {n: json.loads((micro_run / "results" / "models" / "stage3" / n / "config.json").read_text())
+              for n in RUN}
+    kinds = {n: (m["model"]["injection"]["mode"], m["model"]["freeze_encoder"], m["model"]["n_visual_tokens"])
+             for n, m in models.items()}
+    assert kinds == {"seg_cl_cls_rep_sc": ("multi_layer", True, 144), "seg_cl_cls_rep": ("input_only", True, 144),
+                     "seg_cl_cls_rep_vt144": ("input_only", True, 1152),
+                     "seg_cl_cls_rep_ft": ("input_only", False, 144), "none_rep": ("input_only", True, 144)}
+    assert models["none_rep"]["init"] == "" and models["seg_cl_cls_rep"]["init"].endswith("stage2/cls_seg_CL")
+    assert all(m["n_holdout"] > 0 and m["best_step"] >= 1 for m in models.values())  # selection on the hold-out
+    # Stage 1 cases: the same list for every granularity, pseudo-labelled and nothing else
+    cases = pd.read_parquet(micro_run / "results" / "manifest" / "ct_rate_stage1.parquet")
+    assert len(cases) == 6 and (cases["split"] == "train").all()
+    labelled = pd.concat(pd.read_parquet(p) for p in (micro_run / "results" / "pseudolabels" / "ct_rate" /
+                                                      "classical").glob("shard_*/index.parquet"))
+    assert sorted(labelled["volume_name"]) == sorted(cases["volume_name"])
+    exported = sorted(p.name.removesuffix(".nii.gz") for p in
+                      (micro_run / "results" / "nnunet" / "raw" / "CL").glob("Dataset*/labelsTr/*.nii.gz"))
+    assert exported == sorted(cases["volume_name"])
     # Stage 1 labels come from the classical labeler; its QC is scored against the phantoms' truth.
     shard0 = micro_run / "results" / "pseudolabels" / "ct_rate" / "classical" / "shard_0"
     assert (shard0 / "classes.json").is_file() and any((shard0 / "qc").glob("*.png"))
     agreement = pd.read_csv(micro_run / "results" / "qc" / "ct_rate" / "classical" / "agreement.csv")
-    assert set(agreement["class"]) == {"lung_left", "lung_right", "airway", "bone"}
-    assert (agreement.set_index("class").loc[["lung_left", "lung_right"], "mean_dice"] > 0.8).all()
+    assert set(agreement["class"]) == {"lung", "trachea", "spine", "ribs", "sternum"}
+    assert agreement.set_index("class").loc["lung", "mean_dice"] > 0.8
     # Tables 2-5, figures and the HTML report that links them
     for table in ("main", "table3_abdomen", "table4_classification", "table5_ablations"):
         assert (micro_run / "results" / "tables" / f"{table}.md").is_file()
+    t5 = pd.read_csv(micro_run / "results" / "tables" / "table5_ablations.csv")
+    assert t5["paper_f1"].notna().sum() == 17  # each paper row once
+    assert sorted(t5["source"].dropna().str.split(": ").str[-1]) == sorted(RUN)  # each experiment once
+    beside = t5[(t5["training"] == "Seg(C+L) Cls Rep") & t5["sc"] & t5["frz"]]
+    assert beside["paper_f1"].tolist() == [0.407] and beside["source"].str.endswith("seg_cl_cls_rep_sc").all()
+    t4 = pd.read_csv(micro_run / "results" / "tables" / "table4_classification.csv").set_index("training")
+    assert t4["paper_f1"].notna().sum() == 4 and t4.loc[["None Cls", "Seg(C+L) Cls"], "f1"].notna().all()
     figures = sorted(p.name for p in (micro_run / "results" / "figures").glob("*.png"))
-    assert figures == ["per_class_f1.png", "qualitative_rep_only.png", "qualitative_seg_cl_cls_rep.png",
-                       "training_curves.png"]
+    assert figures == sorted(["per_class_f1.png", "training_curves.png", *(f"qualitative_{n}.png" for n in RUN)])
     html = (micro_run / "results" / "report.html").read_text()
     assert all(f"figures/{f}" in html for f in figures) and "table5_ablations.csv" in html
     assert metrics["macro_f1_ci"][0] <= metrics["macro_f1"] <= metrics["macro_f1_ci"][1] and "rouge_l" in metrics
@@ -65,10 +95,10 @@ def test_nothing_to_do_after_a_run(micro_run: Path) -> None:
 def test_one_experiment_reruns_alone(micro_run: Path) -> None:
     """Changing one experiment's setting reruns its own jobs only; shared stages are not redone."""
     cfg = yaml.safe_load((micro_run / "micro.yaml").read_text())
-    cfg["experiments"]["rep_only"]["injection"] = "input_only"
+    cfg["experiments"]["none_rep"]["injection"] = "multi_layer"
     changed = micro_run / "micro_changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
-    res = _snakemake(micro_run, "-n", f"--configfile={changed}", "results/metrics/rep_only.json")
+    res = _snakemake(micro_run, "-n", f"--configfile={changed}", "results/metrics/none_rep.json")
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-2000:]
     for job in ("rule stage3", "rule generate", "rule evaluate"):
@@ -77,7 +107,7 @@ def test_one_experiment_reruns_alone(micro_run: Path) -> None:
         assert shared not in out
     res = _snakemake(micro_run, "-n", f"--configfile={changed}", "all")
     out = res.stdout + res.stderr
-    assert "output: results/models/stage3/seg_cl_cls_rep" not in out  # the other experiment is untouched
+    assert "output: results/models/stage3/seg_cl_cls_rep" not in out  # the other experiments are untouched
     assert "rule tables" in out
 
 
@@ -145,4 +175,12 @@ def test_ct_rate_scale_dag_has_few_jobs_per_rule() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout[done.stdout.index("{"):])
     assert result["volumes"] == 50188 and result["shards"] == 262
-    assert result["max_jobs_per_rule"] <= 1000 and result["jobs_per_rule"]["pseudolabel_shard"] == 3 * 262
+    jobs = result["jobs_per_rule"]
+    assert result["max_jobs_per_rule"] <= 1000
+    # every row of Tables 4 and 5 is planned; each shared model once
+    assert (jobs["stage3"], jobs["generate"], jobs["evaluate"]) == (17, 17, 17)
+    assert (jobs["stage2"], jobs["stage1"], jobs["nnunet_export"]) == (4, 3, 3)
+    # pseudo-labels only for the 2,628 Stage 1 cases: 14 shards of 192, 3 labelers
+    assert result["pseudolabels"]["now"] == {"stage1_cases": 2628, "shards": 14, "labeler_jobs": 42,
+                                             "labelled_volumes": 3 * 2628}
+    assert jobs["pseudolabel_shard"] == 42 and jobs["labels_shard"] == 14

@@ -33,6 +33,19 @@ def _split(manifest: str, shard_dirs: list[str], split: str):
     return VolumeDataset(load_split(manifest, shard_dirs, split))
 
 
+def _fit_and_holdout(manifest: str, shard_dirs: list[str], cfg: dict):
+    """The training split as (volumes to fit on, patients held out for model selection); the scored
+    split is not read."""
+    from uvlm.data.holdout import split_holdout
+    from uvlm.data.volumes import VolumeDataset, load_split
+
+    fit_rows, held = split_holdout(load_split(manifest, shard_dirs, "train"),
+                                   cfg["model_selection"]["holdout_fraction"], cfg["seed"])
+    log.info("training split: %d volumes to fit on, %d held out for model selection (%d patients)",
+             len(fit_rows), len(held), held["patient_id"].nunique())
+    return VolumeDataset(fit_rows), VolumeDataset(held)
+
+
 def abdomen_root(cfg: dict) -> Path:
     """The AbdomenAtlas 3.0 root in use: the configured one, or the generated demo."""
     root = cfg["abdomen_atlas"]["root"]
@@ -132,8 +145,7 @@ def cmd_pseudolabel(a: argparse.Namespace, cfg: dict) -> None:
     if a.labeler not in pl["labelers"]:
         raise SystemExit(f"no labeler '{a.labeler}' in pseudolabels.labelers (has {sorted(pl['labelers'])})")
     torch.set_num_threads(cfg["threads"])
-    rows = shard_rows(pd.read_parquet(a.manifest), a.shard)
-    rows = rows[rows["split"].isin(pl["splits"])]
+    rows = shard_rows(pd.read_parquet(a.manifest), a.shard)  # a shard of the Stage 1 case list
     pseudolabel_shard(rows, a.labeler, pl["labelers"][a.labeler], a.out, cfg["on_volume_error"],
                       pick_device(cfg["device"]).type, cfg["threads"],
                       default_folder=str(ct_rate_root(cfg) / "anatomy_masks"), montages=pl["montages"])
@@ -157,6 +169,20 @@ def cmd_label_qc(a: argparse.Namespace, cfg: dict) -> None:
         write_table(summary, out / "agreement.csv", out / "agreement.md",
                     f"Dice of {a.labeler} against the reference labeler, per {a.granularity} class.")
         log.info("agreement with reference:\n%s", summary.to_string(index=False))
+
+
+def cmd_stage1_cases(a: argparse.Namespace, cfg: dict) -> None:
+    import pandas as pd
+
+    from uvlm.data.manifest import n_shards, stage1_cases
+    from uvlm.io import write_parquet
+
+    df = pd.read_parquet(a.manifest)
+    cases = stage1_cases(df, cfg["lesions_complete"], cfg["stage1"]["max_cases"], cfg["seed"], cfg["shard_size"])
+    write_parquet(cases, a.out)
+    log.info("Stage 1 cases: %d of %d training volumes (%s), %d shards -> %s", len(cases),
+             int((df["split"] == "train").sum()),
+             "lesions complete" if cfg["lesions_complete"] else "those with lesion masks", n_shards(cases), a.out)
 
 
 def cmd_preprocess(a: argparse.Namespace, cfg: dict) -> None:
@@ -191,10 +217,9 @@ def cmd_nnunet_export(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.shards import read_shard_indexes
     from uvlm.train.nnunet_export import export_nnunet_dataset, load_class_table, select_cases
 
-    rows = select_cases(pd.read_parquet(a.manifest), read_shard_indexes(a.labels), a.granularity,
-                        cfg["stage1"]["max_cases"], cfg["seed"])
+    rows = select_cases(pd.read_parquet(a.manifest), read_shard_indexes(a.labels), a.granularity)
     if rows.empty:
-        raise SystemExit(f"no training volumes have {a.granularity} labels; nothing to export")
+        raise SystemExit(f"no Stage 1 case has {a.granularity} labels; nothing to export")
     out = export_nnunet_dataset(rows, a.granularity, load_class_table(a.labels, a.granularity),
                                 cfg["stage1"]["dataset_ids"][a.granularity], a.out, seed=cfg["seed"])
     log.info("nnU-Net raw dataset with %d cases -> %s", len(rows), out)
@@ -226,22 +251,24 @@ def cmd_stage2(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.models.encoder import EncoderConfig
     from uvlm.train.stage2 import Stage2Config, train_stage2
 
-    train_stage2(_split(a.manifest, a.preprocessed, "train"), _split(a.manifest, a.preprocessed, "valid"),
-                 a.init or None, EncoderConfig.from_config(cfg["encoder"]), Stage2Config.from_config(cfg["stage2"]),
-                 a.out, cfg["device"], cfg["threads"], cfg["seed"])
+    train, holdout = _fit_and_holdout(a.manifest, a.preprocessed, cfg)
+    scored = _split(a.manifest, a.preprocessed, "valid") if a.score_valid else None  # Table 4, after selection
+    train_stage2(train, holdout, scored, a.init or None, EncoderConfig.from_config(cfg["encoder"]),
+                 Stage2Config.from_config(cfg["stage2"]), a.out, cfg["device"], cfg["threads"], cfg["seed"])
 
 
 def cmd_stage3(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.experiments import experiments
     from uvlm.models.encoder import EncoderConfig
     from uvlm.train.stage3 import Stage3Config, train_stage3
 
-    exp = cfg["experiments"][a.experiment]
+    exp = experiments(cfg)[a.experiment]
     s3 = cfg["stage3"]
-    train_stage3(_split(a.manifest, a.preprocessed, "train"), a.tokenizer, a.init or None,
-                 EncoderConfig.from_config(cfg["encoder"]), tuple(cfg["preprocess"]["grid"]), s3["decoder"],
-                 Stage3Config.from_config(s3), exp["freeze_encoder"] and bool(a.init), exp["injection"], a.out,
-                 cfg["device"], cfg["threads"], cfg["seed"], hf=s3["hf"] if exp.get("decoder") == "hf" else None,
-                 injection_settings=s3["injection"])
+    train, holdout = _fit_and_holdout(a.manifest, a.preprocessed, cfg)
+    train_stage3(train, holdout, a.tokenizer, a.init or None, EncoderConfig.from_config(cfg["encoder"]),
+                 tuple(cfg["preprocess"]["grid"]), s3["decoder"], Stage3Config.from_config(s3), exp, a.out,
+                 cfg["device"], cfg["threads"], cfg["seed"], hf=s3["hf"],
+                 stage_to_layer=s3["injection"]["stage_to_layer"])
 
 
 def cmd_generate(a: argparse.Namespace, cfg: dict) -> None:
@@ -276,29 +303,32 @@ def cmd_baseline(a: argparse.Namespace, cfg: dict) -> None:
 def cmd_tables(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.evaluation.ablation_tables import table3, table4, table5
     from uvlm.evaluation.tables import main_table, write_table
-    from uvlm.models.param_count import parameter_table
+    from uvlm.experiments import Plan
 
     out = Path(a.out_dir)
-    exps = {name: (cfg["experiments"][name]["title"], Path(a.metrics_dir) / f"{name}.json") for name in cfg["run"]}
+    plan = Plan.from_config(cfg)
+    metrics = {e.name: Path(a.metrics_dir) / f"{e.name}.json" for e in plan.experiments}
+    main = next(e for e in plan.experiments if e.name == cfg["main_experiment"])
     label = dataset_label(cfg)
-    df = main_table(a.published, exps, a.baseline, label)
-    caption = (f"Table 2 layout. Paper rows: CT-RATE validation as published. Our rows: {label} validation "
-               "split; labels extracted from generated reports by the configured extractor; F1/Prec./Rec. are "
-               "macro means over the 18 CT-RATE labels; BLEU is corpus BLEU on a 0-1 scale; CIs are 95% "
-               "bootstrap intervals over reports.")
-    write_table(df, out / "main.csv", out / "main.md", caption)
-    stage2 = {Path(d).name.removeprefix("cls_"): Path(d) / "metrics.json" for d in a.stage2}
-    write_table(table4(a.published, stage2, label), out / "table4_classification.csv",
+    write_table(main_table(a.published, (main.name, main.title, metrics[main.name]), a.baseline, label),
+                out / "main.csv", out / "main.md",
+                f"Table 2 layout. Paper rows: CT-RATE validation as published. Our rows: {label} validation split "
+                f"(never read by training or model selection); ours is experiment '{main.name}'. Labels extracted "
+                f"from generated reports by the {cfg['evaluation']['extractor']} extractor; F1/Prec./Rec. are "
+                "macro means over the 18 CT-RATE labels; BLEU is corpus BLEU on a 0-1 scale, the authors' way "
+                "(case and punctuation kept, pycocoevalcap Bleu(4)); CIs are 95% bootstrap intervals over reports.")
+    stage2 = {r.name: Path(r.dir) / "metrics.json" for r in plan.stage2}
+    write_table(table4(a.published, list(plan.stage2), stage2, label), out / "table4_classification.csv",
                 out / "table4_classification.md",
-                "Table 4 layout: Stage 2 classification by pretraining (macro F1/precision/recall at 0.5; AUC "
-                f"ours only). Paper rows: CT-RATE; ours: {label} validation split.")
-    n_visual = parameter_table(cfg).attrs["n_visual_tokens"]
-    dec = cfg["stage3"]["decoder"]
-    write_table(table5(a.published, cfg["experiments"], {n: p for n, (_, p) in exps.items()}, n_visual,
-                       f"{dec['n_layers']}x{dec['dim']}", label), out / "table5_ablations.csv",
+                "Table 4 layout: Stage 2 classification by pretraining, the paper's CT-RATE numbers beside ours "
+                f"(macro F1/precision/recall at 0.5 on the {label} validation split; weights chosen by the "
+                "smoothed AUC on a patient hold-out of the training split, shown as AUC (hold-out)).")
+    write_table(table5(a.published, list(plan.experiments), metrics, label), out / "table5_ablations.csv",
                 out / "table5_ablations.md",
-                "Table 5 layout: report-generation ablations. SC = multi-layer (skip-connection) injection, "
-                "Frz = frozen encoder, VT = visual tokens. Paper rows: CT-RATE (F1, BLEU-mean).")
+                "Table 5 layout: report-generation ablations, each paper row once with the CT-RATE F1 and BLEU-mean "
+                f"it published beside ours ({label} validation split). SC = multi-layer (skip-connection) "
+                "injection, Frz = frozen encoder, VT = visual tokens (the paper's count; ours at our grid), Dec. = "
+                "decoder (0.1B = ours, Q4B-L/F = Qwen3-4B LoRA / full fine-tuning). Empty cells: not run.")
     if a.abdomen:
         ours = json.loads(Path(a.abdomen).read_text())
         write_table(table3(a.published, ours, "AbdomenAtlas demo" if not cfg["abdomen_atlas"]["root"] else
@@ -323,21 +353,24 @@ def cmd_figures(a: argparse.Namespace, cfg: dict) -> None:
     import pandas as pd
 
     from uvlm.evaluation.figures import per_class_f1, qualitative, training_curves
+    from uvlm.experiments import Plan
     from uvlm.shards import read_shard_indexes
 
     out = Path(a.out_dir)
+    plan = Plan.from_config(cfg)
     metrics = {"Most frequent label set": a.baseline,
-               **{cfg["experiments"][n]["title"]: Path(a.metrics_dir) / f"{n}.json" for n in cfg["run"]}}
+               **{e.title: Path(a.metrics_dir) / f"{e.name}.json" for e in plan.experiments}}
     per_class_f1(metrics, out / "per_class_f1.png")
     training_curves({Path(m).parent.name + "/" + Path(m).name: m for m in a.models}, out / "training_curves.png")
     index = read_shard_indexes(a.preprocessed)
     arrays = dict(zip(index["volume_name"], (Path(d) / f for d, f in zip(index["shard_dir"], index["array_file"],
                                                                           strict=True)), strict=True))
-    for name in cfg["run"]:
-        reports = pd.read_parquet(Path(a.reports_dir) / f"{name}.parquet").sort_values("volume_name").head(a.n_examples)
+    for exp in plan.experiments:
+        reports = pd.read_parquet(Path(a.reports_dir) / f"{exp.name}.parquet").sort_values("volume_name")
         examples = [{"name": r.volume_name, "image": np.load(arrays[r.volume_name]).astype(np.float32),
-                     "generated": r.generated, "reference": r.reference} for r in reports.itertuples()]
-        qualitative(examples, out / f"qualitative_{name}.png", cfg["experiments"][name]["title"])
+                     "generated": r.generated, "reference": r.reference}
+                    for r in reports.head(a.n_examples).itertuples()]
+        qualitative(examples, out / f"qualitative_{exp.name}.png", exp.title)
 
 
 def cmd_report_html(a: argparse.Namespace, cfg: dict) -> None:
@@ -397,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("--granularity", {"default": "C"}), ("--out", req))
     add("labels", cmd_labels, "merge label maps for one shard", ("--manifest", req), ("--shard", {"type": int, **req}),
         ("--sources", many), ("--granularities", many), ("--out", req))
+    add("stage1-cases", cmd_stage1_cases, "manifest -> the Stage 1 case list (same for every granularity)",
+        ("--manifest", req), ("--out", req))
     add("preprocess", cmd_preprocess, "resample/normalise one shard", ("--manifest", req),
         ("--shard", {"type": int, **req}), ("--out", req))
     add("tokenizer", cmd_tokenizer, "train the BPE tokenizer on training reports", ("--manifest", req),
@@ -407,8 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("--out", req))
     add("stage1-import", cmd_stage1_import, "use a standalone nnU-Net run's checkpoint_final.pth as Stage 1",
         ("--checkpoint", req), ("--out", req))
-    add("stage2", cmd_stage2, "classification pretraining", ("--manifest", req), ("--preprocessed", many),
-        ("--init", {"default": ""}), ("--out", req))
+    add("stage2", cmd_stage2, "classification pretraining (selection on a hold-out of the training split)",
+        ("--manifest", req), ("--preprocessed", many), ("--init", {"default": ""}), ("--out", req),
+        ("--no-score-valid", {"dest": "score_valid", "action": "store_false",
+                              "help": "skip scoring the selected weights on the valid split (Table 4)"}))
     add("stage3", cmd_stage3, "report-generation training", ("--manifest", req), ("--preprocessed", many),
         ("--tokenizer", req), ("--init", {"default": ""}), ("--experiment", req), ("--out", req))
     add("generate", cmd_generate, "generate reports", ("--manifest", req), ("--preprocessed", many),
@@ -417,8 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("--out", req))
     add("params", cmd_params, "print the parameter count of every model part for the config")
     add("baseline", cmd_baseline, "most-frequent-label-set baseline", ("--manifest", req), ("--out", req))
-    add("tables", cmd_tables, "paper-shaped result tables (Tables 2-5)", ("--metrics-dir", req), ("--baseline", req),
-        ("--published", {"default": "config/published.yaml"}), ("--stage2", {"nargs": "*", "default": []}),
+    add("tables", cmd_tables, "paper-shaped result tables (Tables 2-5) for the experiments in `run`",
+        ("--metrics-dir", req), ("--baseline", req), ("--published", {"default": "config/published.yaml"}),
         ("--abdomen", {"default": ""}), ("--out-dir", req))
     add("abdomen-eval", cmd_abdomen_eval, "AbdomenAtlas rows of Table 3 that need no model", ("--manifest", req),
         ("--labels", many), ("--out", req))

@@ -47,14 +47,41 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
         if any(s % total_stride for s in size):
             raise ConfigError(f"config key '{key}': {size} is not divisible by the encoder's total stride "
                               f"{total_stride} in every axis")
+    _check_experiments(cfg)
+    _check_labelers(cfg["pseudolabels"])
+    _check_extractor(cfg["evaluation"])
+    return cfg
+
+
+def _check_experiments(cfg: dict[str, Any]) -> None:
+    from uvlm.experiments import ExperimentError, Plan
+
     for exp_name, exp in cfg["experiments"].items():
         if exp["seg"] is not None and exp["seg"] not in cfg["stage1"]["dataset_ids"]:
-            raise ConfigError(f"experiment '{exp_name}': no stage1/dataset_ids entry for granularity {exp['seg']}")
-    _check_labelers(cfg["pseudolabels"])
-    for exp_name in cfg["run"]:
-        if cfg["experiments"][exp_name].get("decoder") == "hf" and not cfg["stage3"]["hf"]["model_dir"]:
-            raise ConfigError(f"experiment '{exp_name}' uses the Hugging Face decoder: set stage3/hf/model_dir")
-    return cfg
+            raise ConfigError(f"experiment '{exp_name}': key 'seg' = {exp['seg']} has no stage1/dataset_ids entry")
+    if cfg["main_experiment"] not in cfg["run"]:
+        raise ConfigError(f"config key 'main_experiment': {cfg['main_experiment']!r} is not in 'run' {cfg['run']}")
+    try:
+        plan = Plan.from_config(cfg)
+    except ExperimentError as err:
+        raise ConfigError(str(err)) from None
+    for exp in plan.experiments:
+        if exp.hf_finetune and not cfg["stage3"]["hf"]["model_dir"]:
+            raise ConfigError(f"experiment '{exp.name}': key 'decoder' = {exp.decoder} needs stage3/hf/model_dir "
+                              "(a local Hugging Face model folder, e.g. Qwen3-4B)")
+
+
+def _check_extractor(ev: dict[str, Any]) -> None:
+    """The RadBERT extractor needs its local folder: stop before any job rather than fall back silently."""
+    if ev["extractor"] != "radbert":
+        return
+    folder = ev["radbert"]["model_dir"]
+    if not folder or not Path(folder).is_dir():
+        raise ConfigError(
+            f"config key 'evaluation/radbert/model_dir' = {folder!r}: the radbert extractor needs a local RadBERT "
+            "text-classifier folder (config.json, weights, tokenizer files and classifier.safetensors, see "
+            "uvlm/evaluation/extract_radbert.py). Put that folder on storage every node can read and set this key "
+            "in the config file, or choose evaluation/extractor: rules")
 
 
 def _check_labelers(pl: dict[str, Any]) -> None:

@@ -64,3 +64,24 @@ def n_shards(df: pd.DataFrame) -> int:
 
 def shard_rows(df: pd.DataFrame, shard: int) -> pd.DataFrame:
     return df[df["shard"] == shard]
+
+
+def stage1_cases(df: pd.DataFrame, lesions_complete: bool, max_cases: int, seed: int,
+                 shard_size: int) -> pd.DataFrame:
+    """The Stage 1 (segmentation) case list, the same for every granularity, so that C, C+L and F+L
+    differ only in their labels (the paper pretrains on the 2,628 ReXGroundingCT cases).
+
+    Training-split volumes whose image exists and whose lesions are known: those with a lesion mask, or
+    all when `lesions_complete` (no mask then means no lesion). At most `max_cases` (0 = all), drawn with
+    `seed`. Returned as a manifest of its own, with `shard` renumbered over these cases only, so that
+    pseudo-labels and label maps are computed for Stage 1 cases and nothing else.
+    """
+    rows = df[(df["split"] == "train") & df["image_exists"]]
+    if not lesions_complete:
+        rows = rows[rows["lesion_mask_path"] != ""]
+    rows = rows.sort_values("volume_name")
+    if max_cases and len(rows) > max_cases:
+        rows = rows.sample(n=max_cases, random_state=seed).sort_values("volume_name")
+    rows = rows.reset_index(drop=True)
+    rows["shard"] = rows.index // shard_size
+    return rows

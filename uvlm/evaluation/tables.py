@@ -16,7 +16,9 @@ HEADERS = {"method": "Method", "f1": "F1", "precision": "Prec.", "recall": "Rec.
            "bleu3": "B-3", "bleu4": "B-4", "bleu_mean": "B-mean", "f1_ci": "F1 95% CI",
            "bleu_mean_ci": "B-mean 95% CI", "rouge_l": "ROUGE-L", "weighted_f1": "F1 (weighted)",
            "source": "Source", "training": "Training", "sc": "SC", "frz": "Frz", "vt": "VT", "dec": "Dec.",
-           "auc": "AUC", "group": "Group"}
+           "auc": "AUC", "group": "Group", "paper_f1": "F1 (paper)", "paper_precision": "Prec. (paper)",
+           "paper_recall": "Rec. (paper)", "paper_bleu_mean": "B-M (paper)", "our_vt": "VT (ours)",
+           "holdout_auc": "AUC (hold-out)"}
 
 
 def format_ci(ci) -> str | None:
@@ -31,15 +33,17 @@ def _our_row(title: str, metrics: dict, source: str) -> dict:
             "weighted_f1": metrics.get("weighted_f1"), "source": source}
 
 
-def main_table(published_path: str | Path, experiments: dict[str, tuple[str, str | Path]],
-               baseline_path: str | Path, dataset_label: str) -> pd.DataFrame:
-    """Table 2 layout: the paper's rows, then a trivial baseline and our experiments (macro F1/P/R)."""
+def main_table(published_path: str | Path, main: tuple[str, str, str | Path], baseline_path: str | Path,
+               dataset_label: str) -> pd.DataFrame:
+    """Table 2 layout: the paper's rows, then a trivial baseline and our counterpart of the paper's U-VLM
+    row (macro F1/P/R). main: (experiment name, title, metrics json path)."""
     published = yaml.safe_load(Path(published_path).read_text())["ct_rate_table2"]
     rows = [{**r, "source": "paper (CT-RATE)"} for r in published]
     rows.append(_our_row("Most frequent label set (baseline)", json.loads(Path(baseline_path).read_text()),
                          f"ours ({dataset_label})"))
-    for title, path in experiments.values():
-        rows.append(_our_row(title, json.loads(Path(path).read_text()), f"ours ({dataset_label})"))
+    name, title, path = main
+    rows.append(_our_row(f"U-VLM (ours): {title}", json.loads(Path(path).read_text()),
+                         f"ours ({dataset_label}): {name}"))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

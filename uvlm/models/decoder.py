@@ -1,8 +1,9 @@
 """Stage 3 language decoder: a small pre-LN transformer with RoPE, trained from scratch.
 
 Differences from a plain GPT: attention takes an explicit boolean mask (the hybrid vision/text
-mask below), each block can receive visual features added at the visual positions of its input
-(multi-layer injection), and a preallocated per-layer KV cache serves incremental decoding.
+mask below), each block can receive visual features added at the visual positions after its attention
+and before its MLP (multi-layer injection, where the authors' code adds them), and a preallocated
+per-layer KV cache serves incremental decoding.
 The LM head is tied to the token embedding (nanoGPT style): it saves vocab*dim parameters
 (10.2M at vocab 20000, dim 512), which matters for a 0.1B model trained on ~25k reports.
 It is computed from ``tok_emb.weight`` rather than held as a second module sharing that tensor,
@@ -135,7 +136,8 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-LN block: x + attn(ln(x)), then the injected visual features at the visual positions,
+    then x + mlp(ln(x))."""
 
     def __init__(self, config: DecoderConfig, layer: int) -> None:
         super().__init__()
@@ -146,8 +148,12 @@ class Block(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None,
-                cache: KVCache | None = None) -> Tensor:
+                cache: KVCache | None = None, inject: Tensor | None = None,
+                vis_slice: slice | None = None) -> Tensor:
         x = x + self.drop(self.attn(self.ln1(x), cos, sin, mask, cache))
+        if inject is not None:  # (B, N_vis, dim) at vis_slice; out-of-place, safe for autograd
+            s = vis_slice
+            x = torch.cat([x[:, :s.start], x[:, s] + inject.to(x.dtype), x[:, s.stop:]], dim=1)
         return x + self.drop(self.mlp(self.ln2(x)))
 
 
@@ -195,7 +201,7 @@ class Decoder(nn.Module):
 
         x: (B, T, dim) embeddings of the new positions. mask: bool, broadcastable to (B, H, T, S)
         with S = cache.length + T (keys = cached + new), True = attend; None = attend to all keys.
-        injected: {layer: (B, N_vis, dim)}, added at ``vis_slice`` of the *input* of that layer.
+        injected: {layer: (B, N_vis, dim)}, added at ``vis_slice`` after that layer's attention.
         cache: filled at [cache.length, cache.length + T), then ``cache.length`` advances by T.
         """
         t = x.shape[1]
@@ -208,10 +214,7 @@ class Decoder(nn.Module):
         sin = self.rope_sin[start:start + t].to(x.dtype)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
-            if injected and i in injected:
-                s = vis_slice  # out-of-place add, safe for autograd
-                x = torch.cat([x[:, :s.start], x[:, s] + injected[i].to(x.dtype), x[:, s.stop:]], dim=1)
-            x = block(x, cos, sin, mask, cache)
+            x = block(x, cos, sin, mask, cache, (injected or {}).get(i), vis_slice)
         if cache is not None:
             cache.length += t
         return self.ln_f(x)  # (B, T, dim)

@@ -2,15 +2,19 @@
 
 Same sequence layout, hybrid mask, injection and public methods as ``ReportGenerator``:
 
-    [vision_start, N visual placeholders, vision_end | bos, text..., eos, pad...]
+    [vision_start, N visual tokens, vision_end | bos, text..., eos, pad...]
 
-The vision block is not made of tokens: vision_start / vision_end and the per-position placeholders are
-parameters of this wrapper, fed with the LM's own embeddings of the text ids as ``inputs_embeds``. The
-hybrid mask goes in as a 4-D mask (bool for sdpa, additive float for eager), which transformers hands
-to the attention kernel as is; flash attention cannot take it. Injection adds the projected stage
-features at the visual positions through forward pre-hooks on the mapped decoder layers; since
-transformers 5 checkpoints a layer's ``forward`` rather than ``__call__``, the hooks stay outside
-gradient checkpointing and run once per forward. The LM is built from a local folder only (never the hub).
+The vision block is not made of token ids: vision_start / vision_end are parameters of this wrapper and
+the visual tokens are the projected reference stage, fed with the LM's own embeddings of the text ids as
+``inputs_embeds``. The hybrid mask goes in as a 4-D mask (bool for sdpa, additive float for eager), which
+transformers hands to the attention kernel as is; flash attention cannot take it. Skip-connection
+injection adds the projected stage features at the visual positions through forward hooks on the
+mapped layers' attention modules: the attention output is added to the residual stream, so adding the
+features to it is adding them after the attention and before the MLP, where our own decoder adds them.
+Which features a layer adds is set by a pre-hook on the layer itself: transformers 5 checkpoints a layer's
+``forward`` rather than ``__call__``, so that pre-hook runs once per forward, outside gradient
+checkpointing, and a recomputation in the backward pass adds the same features again. The LM is built from
+a local folder only (never the hub).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from uvlm.models.decoder import hybrid_attention_mask
-from uvlm.models.injection import InjectionConfig, VisualInjector
+from uvlm.models.injection import InjectionConfig, VisualFeatures, VisualInjector
 from uvlm.models.report_model import VisualSide
 
 QWEN3_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -42,7 +46,8 @@ class HFDecoderConfig:
     lora_r: int = 64
     lora_alpha: int = 128
     lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(default_factory=lambda: list(QWEN3_PROJECTIONS))
+    # the authors' Qwen3 variant adapts the attention projections (q, k, v, o)
+    lora_target_modules: list[str] = field(default_factory=lambda: list(QWEN3_PROJECTIONS[:4]))
     gradient_checkpointing: bool = False
     dtype: str = "float32"  # LM weights: "float32" | "bfloat16"; wrapper params stay float32
     attn_implementation: str = "sdpa"  # "sdpa" | "eager": both take the 4-D hybrid mask
@@ -153,7 +158,7 @@ def build_lm(cfg: HFDecoderConfig) -> nn.Module:
 
 class ParamGroups(NamedTuple):
     lm: list[nn.Parameter]  # trainable LM params: LoRA only, or all for full fine-tuning
-    visual: list[nn.Parameter]  # injector projections, placeholders, vision_start/end
+    visual: list[nn.Parameter]  # injector projections, vision_start/end
     encoder: list[nn.Parameter]
 
 
@@ -175,11 +180,12 @@ class HFReportGenerator(VisualSide):
             raise ValueError(f"special ids {bad} outside the LM vocabulary ({vocab})")
         layers = self.causal_lm.model.layers  # decoder layers of a *ForCausalLM (Qwen3, Llama, ...)
         self.injector = VisualInjector(config.injection, len(layers))
-        self.visual_embed = nn.Parameter(torch.randn(config.n_visual_tokens, dim) * 0.02)  # (N, dim)
         self.vision_marks = nn.Parameter(torch.randn(2, dim) * 0.02)  # vision_start, vision_end
         self._injected: dict[int, Tensor] | None = None  # set only for the duration of a full forward
+        self._layer_inject: dict[int, Tensor | None] = {}  # what each layer's attention adds, per forward
         for i in self.injector.layers:
-            layers[i].register_forward_pre_hook(partial(self._inject_hook, i), with_kwargs=True)
+            layers[i].register_forward_pre_hook(partial(self._pick_injection, i))
+            layers[i].self_attn.register_forward_hook(partial(self._inject_hook, i))
         if config.freeze_encoder:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
@@ -192,32 +198,34 @@ class HFReportGenerator(VisualSide):
     def trainable_parameter_groups(self) -> ParamGroups:
         """(LM/LoRA, injector + visual, encoder) for separate learning rates in the optimiser."""
         return ParamGroups([p for p in self.lm.parameters() if p.requires_grad],
-                           [self.visual_embed, self.vision_marks, *self.injector.parameters()],
+                           [self.vision_marks, *self.injector.parameters()],
                            list(self.encoder.parameters()))
 
-    def _inject_hook(self, layer: int, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        """Add the layer's visual features at positions 1..N of its input (full forwards only)."""
-        if self._injected is None or layer not in self._injected:
-            return args, kwargs
-        h = args[0] if args else kwargs["hidden_states"]  # (B, L, dim)
+    def _pick_injection(self, layer: int, module: nn.Module, args: tuple) -> None:
+        """Layer pre-hook: this forward's features for the layer (None in cached decoding steps)."""
+        self._layer_inject[layer] = None if self._injected is None else self._injected.get(layer)
+
+    def _inject_hook(self, layer: int, module: nn.Module, args: tuple, output: Any) -> Any:
+        """Add the layer's visual features at positions 1..N of its attention output (full forwards only)."""
+        feats = self._layer_inject.get(layer)
+        if feats is None:
+            return output
+        h = output[0] if isinstance(output, tuple) else output  # (B, L, dim)
         v = self.vis_slice
-        h = torch.cat([h[:, :v.start], h[:, v] + self._injected[layer].to(h.dtype), h[:, v.stop:]], dim=1)
-        if args:
-            return (h, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": h}
+        h = torch.cat([h[:, :v.start], h[:, v] + feats.to(h.dtype), h[:, v.stop:]], dim=1)
+        return (h, *output[1:]) if isinstance(output, tuple) else h
 
     def _embed(self, ids: Tensor) -> Tensor:
         return self.causal_lm.get_input_embeddings()(ids)  # (B, T, dim)
 
-    def _inputs(self, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """inputs_embeds (B, nv + T, dim) and the hybrid mask (1 or B, 1, L, L): bool for sdpa
-        (True = attend), additive float for eager."""
+    def _inputs(self, tokens: Tensor, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """inputs_embeds (B, nv + T, dim) for [vision_start, tokens (B, N, dim), vision_end, text] and the
+        hybrid mask (1 or B, 1, L, L): bool for sdpa (True = attend), additive float for eager."""
         b, t = input_ids.shape
         nv = self.n_vision_block
         text = self._embed(input_ids)
-        m = self.vision_marks.to(text.dtype)
-        block = torch.cat([m[:1], self.visual_embed.to(text.dtype), m[1:]], dim=0)  # (nv, dim)
-        x = torch.cat([block.unsqueeze(0).expand(b, -1, -1), text], dim=1)
+        m = self.vision_marks.to(text.dtype)[None].expand(b, -1, -1)  # (B, 2, dim)
+        x = torch.cat([m[:, :1], tokens.to(text.dtype), m[:, 1:], text], dim=1)
         allowed = hybrid_attention_mask(nv, t, device=input_ids.device)[None, None]  # (1, 1, L, L)
         if attention_mask is not None and not bool(attention_mask.all()):  # key padding (left padding)
             keys = torch.cat([attention_mask.new_ones(b, nv, dtype=torch.bool), attention_mask.bool()], 1)
@@ -227,12 +235,12 @@ class HFReportGenerator(VisualSide):
         mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device)  # eager adds the mask to scores
         return x, mask.masked_fill(~allowed, torch.finfo(x.dtype).min)
 
-    def _run(self, injected: dict[int, Tensor], input_ids: Tensor, attention_mask: Tensor | None,
+    def _run(self, visual: VisualFeatures, input_ids: Tensor, attention_mask: Tensor | None,
              keep: int, use_cache: bool = False) -> Any:
         """LM output for [vision block + input_ids]; logits for the last ``keep`` positions only
         (vision-position logits would cost N x vocab floats per image)."""
-        x, mask = self._inputs(input_ids, attention_mask)
-        self._injected = injected
+        x, mask = self._inputs(visual.tokens, input_ids, attention_mask)
+        self._injected = visual.injected
         try:
             return self.causal_lm(inputs_embeds=x, attention_mask=mask, use_cache=use_cache,
                                   logits_to_keep=keep)
@@ -271,8 +279,8 @@ class HFReportGenerator(VisualSide):
 
         cfg = self.config
         ids = torch.full((images.shape[0], 1), cfg.bos_id, dtype=torch.long, device=images.device)  # (B, 1)
-        injected = self.encode(images)
-        out = self._run(injected, ids, None, keep=1, use_cache=use_cache)
+        visual = self.encode(images)
+        out = self._run(visual, ids, None, keep=1, use_cache=use_cache)
         state = {"ids": ids, "cache": out.cache}
 
         def advance(nxt: Tensor, parents: Tensor | None) -> Tensor:  # nxt: (B,) -> logits (B, V)
@@ -281,7 +289,7 @@ class HFReportGenerator(VisualSide):
                 state["cache"] = step.cache
                 return step.logits[:, -1]
             state["ids"] = torch.cat([state["ids"], nxt[:, None]], dim=1)  # (B, T+1)
-            return self._run(injected, state["ids"], None, keep=1).logits[:, -1]
+            return self._run(visual, state["ids"], None, keep=1).logits[:, -1]
 
         return greedy_or_sample(out.logits[:, -1], advance, DecodingConfig(max_new_tokens=max_new_tokens),
                                 cfg.eos_id, cfg.pad_id)

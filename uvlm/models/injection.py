@@ -1,9 +1,12 @@
-"""Multi-layer visual injection: route U-Net encoder stages to language-model layers.
+"""Visual tokens and multi-layer visual injection: route U-Net encoder stages to language-model layers.
 
-Like a U-Net skip connection, every mapped encoder stage s is brought to the reference stage's
-token count N_ref (``align_to_reference``), projected to the LM width by its own Linear, and added
-to the hidden states at the visual token positions at the *input* of LM layer ``stage_to_layer[s]``.
-Deep stages (global semantics) feed early layers, shallow stages (fine detail) later ones.
+Every used encoder stage s is brought to the reference stage's token count N_ref (``align_to_reference``)
+and projected to the LM width by its own projection (LayerNorm, Linear to 2 x width, GELU, Linear, LayerNorm,
+as the authors' code). The reference stage's projection is the visual input: the N_ref tokens between
+vision_start and vision_end. With skip-connection injection (mode ``multi_layer``) every mapped stage's
+projection is also added to the visual positions of LM layer ``stage_to_layer[s]``, after that layer's
+attention and before its MLP (where the authors' code adds it); deep stages (global semantics) feed
+early layers, shallow stages (fine detail) later ones. Mode ``input_only`` (SC off) has no injection.
 
 Stage indices follow the encoder's skip list: 0 = shallowest (full resolution), -1 / n-1 = deepest.
 """
@@ -11,6 +14,7 @@ Stage indices follow the encoder's skip list: 0 = shallowest (full resolution), 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +29,8 @@ class InjectionConfig:
     lm_dim: int  # width of the language decoder
     # encoder stage -> LM layer. None: deepest -> 0, next shallower -> 1, ... while layers last.
     stage_to_layer: dict[int, int] | None = None
-    reference_stage: int = -1  # stage whose D*H*W defines N_ref (paper: deepest, 384 tokens)
-    mode: str = "multi_layer"  # or "input_only": reference stage at layer 0 only (no-skip ablation)
+    reference_stage: int = -1  # stage whose D*H*W defines N_ref and makes the visual tokens (paper: deepest, 384)
+    mode: str = "multi_layer"  # or "input_only": visual tokens at the input, no injection (SC off)
 
     @classmethod
     def from_dict(cls, d: dict) -> InjectionConfig:
@@ -47,7 +51,7 @@ class InjectionConfig:
         if self.mode == "input_only":
             if self.stage_to_layer is not None:
                 raise ValueError("stage_to_layer must be None in mode 'input_only'")
-            return {self.ref_index(): 0}
+            return {}
         if self.stage_to_layer is None:
             deep_first = range(n_stages - 1, -1, -1)
             return {s: i for i, s in enumerate(deep_first) if i < n_layers}
@@ -87,30 +91,47 @@ def align_to_reference(feat: Tensor, ref_spatial: tuple[int, int, int]) -> Tenso
     return torch.cat([tokens, tokens.new_zeros(b, n_ref - n, c)], dim=1)  # (B, N_ref, C)
 
 
+class StageProjection(nn.Sequential):
+    """(B, N, C) stage tokens -> (B, N, lm_dim): LayerNorm, Linear to 2 x lm_dim, GELU, Linear, LayerNorm."""
+
+    def __init__(self, channels: int, lm_dim: int) -> None:
+        super().__init__(nn.LayerNorm(channels), nn.Linear(channels, 2 * lm_dim), nn.GELU(),
+                         nn.Linear(2 * lm_dim, lm_dim), nn.LayerNorm(lm_dim, eps=1e-6))
+        for m in self:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+
+class VisualFeatures(NamedTuple):
+    tokens: Tensor                 # (B, N_ref, lm_dim): the visual input tokens
+    injected: dict[int, Tensor]    # {LM layer: (B, N_ref, lm_dim)} added at the visual positions
+
+
 class VisualInjector(nn.Module):
-    """Aligned + projected encoder stages, keyed by the LM layer that receives them."""
+    """Aligned + projected encoder stages: the visual tokens and what each LM layer receives."""
 
     def __init__(self, config: InjectionConfig, n_lm_layers: int) -> None:
         super().__init__()
         self.config = config
-        self.mapping = config.resolve(n_lm_layers)  # {stage: layer}
+        self.mapping = config.resolve(n_lm_layers)  # {stage: layer}; {} without injection
         self.ref_stage = config.ref_index()
-        self.proj = nn.ModuleDict(
-            {str(s): nn.Linear(config.stage_channels[s], config.lm_dim) for s in sorted(self.mapping)}
-        )
+        used = sorted(set(self.mapping) | {self.ref_stage})
+        self.proj = nn.ModuleDict({str(s): StageProjection(config.stage_channels[s], config.lm_dim) for s in used})
 
     @property
     def layers(self) -> list[int]:
         """LM layers that receive an injection."""
         return sorted(set(self.mapping.values()))
 
-    def forward(self, skips: list[Tensor]) -> dict[int, Tensor]:
-        """skips: per-stage (B, C_s, D_s, H_s, W_s) -> {layer: (B, N_ref, lm_dim)}."""
+    def forward(self, skips: list[Tensor]) -> VisualFeatures:
+        """skips: per-stage (B, C_s, D_s, H_s, W_s) -> visual tokens and {layer: (B, N_ref, lm_dim)}."""
         if len(skips) != len(self.config.stage_channels):
             raise ValueError(f"got {len(skips)} skips, config has {len(self.config.stage_channels)} stages")
         ref_spatial = tuple(skips[self.ref_stage].shape[2:])
+        projected = {s: self.proj[str(s)](align_to_reference(skips[s], ref_spatial))  # (B, N_ref, lm_dim)
+                     for s in sorted(set(self.mapping) | {self.ref_stage})}
         out: dict[int, Tensor] = {}
         for s, layer in sorted(self.mapping.items()):
-            feat = self.proj[str(s)](align_to_reference(skips[s], ref_spatial))  # (B, N_ref, lm_dim)
-            out[layer] = out[layer] + feat if layer in out else feat
-        return out
+            out[layer] = out[layer] + projected[s] if layer in out else projected[s]
+        return VisualFeatures(projected[self.ref_stage], out)

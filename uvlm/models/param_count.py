@@ -22,7 +22,9 @@ def _n(module: torch.nn.Module) -> int:
 
 
 def parameter_table(cfg: dict) -> pd.DataFrame:
-    """One row per part: Stage 1 U-Net (encoder, decoder), Stage 2 head, Stage 3 parts."""
+    """One row per part: Stage 1 U-Net (encoder, decoder), Stage 2 head, Stage 3 parts of our own decoder
+    as the config's main experiment (Table 2 row) builds it."""
+    from uvlm.experiments import experiments
     from uvlm.train.stage3 import build_model_config
 
     enc_cfg = EncoderConfig.from_config(cfg["encoder"])
@@ -33,8 +35,9 @@ def parameter_table(cfg: dict) -> pd.DataFrame:
         unet = build_unet(enc_cfg, num_classes=2)
         head = QueryClassificationHead(ClsHeadConfig(enc_cfg.features_per_stage[-1], len(CT_RATE_LABELS),
                                                      cfg["stage2"]["num_heads"]))
-        mcfg = build_model_config(enc_cfg, grid, s3["decoder"], s3["vocab_size"], special, True, "multi_layer",
-                                  s3["max_text_tokens"], s3["injection"])
+        exp = experiments(cfg)[cfg["main_experiment"]]
+        mcfg = build_model_config(enc_cfg, grid, s3["decoder"], s3["vocab_size"], special, exp,
+                                  s3["max_text_tokens"], s3["injection"]["stage_to_layer"])
         model = ReportGenerator(mcfg, unet.encoder)
     dec = model.decoder
     emb = _n(dec.tok_emb)  # the LM head is tied to these embeddings (Decoder.lm_head)
@@ -44,8 +47,7 @@ def parameter_table(cfg: dict) -> pd.DataFrame:
         ("Stage 2", "query classification head", _n(head)),
         ("Stage 3", f"token embeddings = tied LM head ({mcfg.decoder.vocab_size} x {mcfg.decoder.dim})", emb),
         ("Stage 3", f"decoder layers ({mcfg.decoder.n_layers} x {mcfg.decoder.dim}) + final norm", _n(dec) - emb),
-        ("Stage 3", f"injection projections ({len(enc_cfg.features_per_stage)} stages)", _n(model.injector)),
-        ("Stage 3", f"visual placeholders ({mcfg.n_visual_tokens} tokens)", model.visual_embed.numel()),
+        ("Stage 3", f"visual projections ({len(model.injector.proj)} stages)", _n(model.injector)),
     ]
     df = pd.DataFrame(rows, columns=["stage", "part", "parameters"])
     df = df[df["parameters"] > 0].reset_index(drop=True)

@@ -6,9 +6,9 @@ Sequence layout (positions along the decoder's time axis):
     vision_start visual placeholders   vision_end | bos   text ... eos  pad ...
     \\_______ vision block (N + 2), bidirectional ______/ \\__ text, causal ________/
 
-The visual positions hold a learned per-position placeholder (a learned position code for the
-3D token grid, row-major D, H, W); the encoder content arrives only through injection, which
-adds projected stage features at positions 1..N at the input of the mapped decoder layers.
+The visual positions hold the projected reference stage (row-major D, H, W), as in the authors' code;
+with skip-connection injection the mapped stages are also added at positions 1..N inside their
+decoder layers (``uvlm.models.injection``). Positions come from RoPE over the whole sequence.
 ``input_ids`` always means the text part: [bos, text..., eos, pad...], right-padded.
 """
 
@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from uvlm.models.decoder import Decoder, DecoderConfig, KVCache, hybrid_attention_mask
 from uvlm.models.decoding import DecodingConfig, beam_search, greedy_or_sample
-from uvlm.models.injection import InjectionConfig, VisualInjector
+from uvlm.models.injection import InjectionConfig, VisualFeatures, VisualInjector
 
 
 @dataclass
@@ -70,8 +70,8 @@ class VisualSide(nn.Module):
             self.encoder.eval()
         return self
 
-    def encode(self, images: Tensor) -> dict[int, Tensor]:
-        """images: (B, 1, D, H, W) -> {decoder layer: (B, N, dim)} to inject."""
+    def encode(self, images: Tensor) -> VisualFeatures:
+        """images: (B, 1, D, H, W) -> visual tokens (B, N, dim) and {decoder layer: (B, N, dim)} to inject."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_encoder):
             skips = self.encoder(images)  # shallow -> deep, (B, C_s, D_s, H_s, W_s)
         ref = skips[self.injector.ref_stage]
@@ -95,24 +95,22 @@ class ReportGenerator(VisualSide):
         self.encoder = encoder
         self.injector = VisualInjector(config.injection, config.decoder.n_layers)
         self.decoder = Decoder(config.decoder)
-        self.visual_embed = nn.Parameter(torch.randn(config.n_visual_tokens, config.decoder.dim) * 0.02)
         if config.freeze_encoder:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
 
-    def _vision_block(self, batch: int) -> Tensor:
-        """(B, N + 2, dim): [vision_start, placeholders, vision_end] embeddings."""
+    def _vision_block(self, tokens: Tensor) -> Tensor:
+        """tokens (B, N, dim) -> (B, N + 2, dim): [vision_start, visual tokens, vision_end] embeddings."""
         emb = self.decoder.tok_emb
         ids = torch.tensor([self.config.vision_start_id, self.config.vision_end_id], device=emb.weight.device)
-        marks = emb(ids)  # (2, dim)
-        block = torch.cat([marks[:1], self.visual_embed.to(marks.dtype), marks[1:]], dim=0)  # (N+2, dim)
-        return block.unsqueeze(0).expand(batch, -1, -1)
+        marks = emb(ids).unsqueeze(0).expand(tokens.shape[0], -1, -1)  # (B, 2, dim)
+        return torch.cat([marks[:, :1], tokens.to(marks.dtype), marks[:, 1:]], dim=1)
 
-    def _inputs(self, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _inputs(self, tokens: Tensor, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """Embeddings (B, L, dim) and bool mask (L, L) or (B, 1, L, L) for vision block + text."""
         b, t = input_ids.shape
         nv = self.n_vision_block
-        x = torch.cat([self._vision_block(b), self.decoder.tok_emb(input_ids)], dim=1)  # (B, nv+T, dim)
+        x = torch.cat([self._vision_block(tokens), self.decoder.tok_emb(input_ids)], dim=1)  # (B, nv+T, dim)
         mask = hybrid_attention_mask(nv, t, device=input_ids.device)  # (L, L)
         if attention_mask is not None and not bool(attention_mask.all()):
             # Key padding on top of the hybrid mask. With right padding this changes nothing for
@@ -121,10 +119,10 @@ class ReportGenerator(VisualSide):
             mask = mask & keys[:, None, None, :]  # (B, 1, L, L); vision keys keep every row non-empty
         return x, mask
 
-    def _text_logits(self, injected: dict[int, Tensor], input_ids: Tensor,
+    def _text_logits(self, visual: VisualFeatures, input_ids: Tensor,
                      attention_mask: Tensor | None = None) -> Tensor:
-        x, mask = self._inputs(input_ids, attention_mask)
-        h = self.decoder(x, mask, injected, self.vis_slice)  # (B, L, dim)
+        x, mask = self._inputs(visual.tokens, input_ids, attention_mask)
+        h = self.decoder(x, mask, visual.injected, self.vis_slice)  # (B, L, dim)
         return self.decoder.lm_head(h[:, self.n_vision_block:])  # (B, T, V)
 
     def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
@@ -149,10 +147,10 @@ class ReportGenerator(VisualSide):
     def prefill(self, images: Tensor, prompt_ids: Tensor, max_len: int) -> tuple[Tensor, KVCache]:
         """Run [vision block + prompt_ids (B, T)] with the hybrid mask into a fresh KV cache
         of ``max_len`` positions; returns prompt logits (B, T, V) and the cache."""
-        injected = self.encode(images)
-        x, mask = self._inputs(prompt_ids, None)
+        visual = self.encode(images)
+        x, mask = self._inputs(visual.tokens, prompt_ids, None)
         cache = KVCache(self.config.decoder, x.shape[0], max_len, x.device, x.dtype)
-        h = self.decoder(x, mask, injected, self.vis_slice, cache=cache)
+        h = self.decoder(x, mask, visual.injected, self.vis_slice, cache=cache)
         return self.decoder.lm_head(h[:, self.n_vision_block:]), cache
 
     def decode_step(self, token_ids: Tensor, cache: KVCache) -> Tensor:
@@ -201,9 +199,10 @@ class _TextRows:
             if expand > 1:
                 self.cache.select(torch.arange(b, device=images.device).repeat_interleave(expand))
         else:
-            injected = model.encode(images)  # {layer: (B, N, dim)}
-            logits = model._text_logits(injected, bos)  # (B, 1, V)
-            self.injected = {i: f.repeat_interleave(expand, dim=0) for i, f in injected.items()}  # (R, N, dim)
+            visual = model.encode(images)  # tokens and {layer: (B, N, dim)}
+            logits = model._text_logits(visual, bos)  # (B, 1, V)
+            self.visual = VisualFeatures(visual.tokens.repeat_interleave(expand, dim=0),  # (R, N, dim)
+                                         {i: f.repeat_interleave(expand, dim=0) for i, f in visual.injected.items()})
         self.ids = bos.repeat_interleave(expand, dim=0)  # (R, 1) text so far (used without the cache)
         self.first_logits = logits[:, -1].repeat_interleave(expand, dim=0)  # (R, V)
 
@@ -215,4 +214,4 @@ class _TextRows:
             return self.model.decode_step(tokens[:, None], self.cache)
         ids = self.ids if parents is None else self.ids[parents]
         self.ids = torch.cat([ids, tokens[:, None]], dim=1)  # (R, T + 1)
-        return self.model._text_logits(self.injected, self.ids)[:, -1]
+        return self.model._text_logits(self.visual, self.ids)[:, -1]

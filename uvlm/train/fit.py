@@ -59,14 +59,15 @@ def _set_rng_state(state: dict, gens: list[torch.Generator]) -> None:
 
 
 def save_checkpoint(ck: Checkpointing, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                    progress: Progress, gens: list[torch.Generator], best: dict) -> None:
+                    progress: Progress, gens: list[torch.Generator], best: dict,
+                    smoothed: float | None = None) -> None:
     ck.work_dir.mkdir(parents=True, exist_ok=True)
     tmp = ck.work_dir / f".checkpoint.{os.getpid()}.tmp"
     # a LoRA-wrapped LM saves only what trains (its frozen base is rebuilt from the model folder)
     weights = model.state_dict_for_save() if hasattr(model, "state_dict_for_save") else model.state_dict()
     torch.save({"fingerprint": ck.fingerprint, "step": step, "model": weights,
                 "optimizer": optimizer.state_dict(), "rng": _rng_state(gens), "rows": progress.rows,
-                "best": best}, tmp)
+                "best": best, "smoothed": smoothed}, tmp)
     tmp.replace(ck.path)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
@@ -92,15 +93,18 @@ def fit(model: torch.nn.Module, train_module: torch.nn.Module, optimizer: torch.
         cfg: OptimConfig, rt: Runtime, batches: Iterator[list[int]],
         micro_loss: Callable[[torch.nn.Module, list[int]], torch.Tensor], stage: str, ck: Checkpointing,
         generators: list[torch.Generator] | None = None,
-        evaluate: Callable[[], float] | None = None, eval_every: int = 0) -> FitResult:
+        evaluate: Callable[[], float] | None = None, eval_every: int = 0, ema: float = 0.0) -> FitResult:
     """Train for cfg.steps optimiser steps of cfg.accum_steps micro-batches each.
 
     micro_loss(train_module, indices) -> scalar loss of one micro-batch (forward under autocast).
-    evaluate() -> a score where higher is better (e.g. validation AUC); the best weights are kept.
+    evaluate() -> a hold-out score where higher is better (hold-out AUC, minus hold-out loss), every
+    eval_every steps and at the last; the weights with the best smoothed score are kept. Smoothing is the
+    authors' exponential moving average, smoothed = ema * previous + (1 - ema) * score (ema 0: none).
     """
     gens = generators or []
     progress = Progress(cfg.steps, name=stage)
     best: dict = {}
+    smoothed: float | None = None
     start = last_saved = 0
     state = load_checkpoint(ck)
     if state is not None:
@@ -109,6 +113,7 @@ def fit(model: torch.nn.Module, train_module: torch.nn.Module, optimizer: torch.
         _set_rng_state(state["rng"], gens)
         progress.rows = list(state["rows"])
         best, start = dict(state["best"]), int(state["step"])
+        smoothed = state.get("smoothed")
         last_saved = start
         for _ in range(start * cfg.accum_steps):  # replay the batch order up to the checkpoint
             next(batches)
@@ -136,15 +141,19 @@ def fit(model: torch.nn.Module, train_module: torch.nn.Module, optimizer: torch.
         optimizer.step()
         progress.update(step, total, optimizer.param_groups[0]["lr"], cfg.batch_size * accum)
         if evaluate is not None and eval_every and (step % eval_every == 0 or step == cfg.steps):
-            score = evaluate()
-            score = float("-inf") if score != score else score  # NaN (e.g. one class only) never wins
+            raw = evaluate()
+            if raw == raw:  # a NaN (e.g. one class only in the hold-out) leaves the average as it was
+                smoothed = raw if smoothed is None else ema * smoothed + (1 - ema) * raw
+            score = float("-inf") if smoothed is None else smoothed
+            progress.rows[-1].update(holdout=raw, holdout_smoothed=score)
             model.train()
-            log.info("%s step %d: validation score %.4f (best %.4f)", stage, step, score, best.get("value", float("nan")))
+            log.info("%s step %d: hold-out score %.4f, smoothed %.4f (best %.4f)", stage, step, raw, score,
+                     best.get("value", float("nan")))
             if not best or score > best["value"]:
                 best = {"step": step, "value": score,
                         "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         if ck.every and (step % ck.every == 0 or step == cfg.steps) and rt.is_main:
-            save_checkpoint(ck, model, optimizer, step, progress, gens, best)
+            save_checkpoint(ck, model, optimizer, step, progress, gens, best, smoothed)
             last_saved = step
     return FitResult(progress, best)
 

@@ -12,9 +12,9 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from uvlm.data.holdout import holdout_mask
 from uvlm.io import write_json
 
 
@@ -26,25 +26,17 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def select_cases(manifest: pd.DataFrame, label_index: pd.DataFrame, granularity: str, max_cases: int,
-                 seed: int) -> pd.DataFrame:
-    """Training volumes that have this granularity's labels, capped at max_cases (0 = all)."""
+def select_cases(cases: pd.DataFrame, label_index: pd.DataFrame, granularity: str) -> pd.DataFrame:
+    """The Stage 1 cases (`uvlm.data.manifest.stage1_cases`) whose label map of this granularity was made."""
     has = label_index[label_index.get(f"has_{granularity}", False) == True]  # noqa: E712
-    rows = manifest.merge(has[["volume_name", "shard_dir"]], on="volume_name")
-    rows = rows[rows["split"] == "train"].sort_values("volume_name").reset_index(drop=True)
-    if max_cases and len(rows) > max_cases:
-        rows = rows.sample(n=max_cases, random_state=seed).sort_values("volume_name").reset_index(drop=True)
-    return rows
+    rows = cases.merge(has[["volume_name", "shard_dir"]], on="volume_name")
+    return rows[rows["split"] == "train"].sort_values("volume_name").reset_index(drop=True)
 
 
 def patient_split(rows: pd.DataFrame, val_fraction: float, seed: int) -> dict[str, list[str]]:
     """Hold out whole patients for nnU-Net's validation fold."""
-    patients = np.array(sorted(rows["patient_id"].unique()))
-    rng = np.random.default_rng(seed)
-    n_val = max(1, int(round(len(patients) * val_fraction))) if len(patients) > 1 else 0
-    val_patients = set(rng.choice(patients, size=n_val, replace=False).tolist())
-    is_val = rows["patient_id"].isin(val_patients)
-    return {"train": rows.loc[~is_val, "volume_name"].tolist(), "val": rows.loc[is_val, "volume_name"].tolist()}
+    held = holdout_mask(rows, val_fraction, seed)
+    return {"train": rows.loc[~held, "volume_name"].tolist(), "val": rows.loc[held, "volume_name"].tolist()}
 
 
 def export_nnunet_dataset(rows: pd.DataFrame, granularity: str, class_table: dict[str, str], dataset_id: int,

@@ -33,7 +33,9 @@ class Stage2Config(OptimConfig):
     num_heads: int = 4      # cross-attention heads of the query head
     augment: bool = True    # label-preserving augmentation (see augment())
     sampling: str = "balanced"  # "balanced" (rarest positive label, see balanced_batches) or "shuffle"
-    eval_every: int = 100   # steps between validation AUC checks; the best-AUC weights are kept
+    eval_every: int = 100   # steps between hold-out AUC checks; the weights of the best smoothed AUC are kept
+    auc_ema: float = 0.9    # smoothing of the hold-out AUC (the authors' EMA); 0 = the raw AUC
+    pos_weight: bool = True  # BCE pos_weight neg/pos per class; False = 1 for every class (the authors)
 
 
 def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -81,16 +83,20 @@ def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict:
                                      strict=True))}
 
 
-def train_stage2(train: VolumeDataset, valid: VolumeDataset, init_dir: str | Path | None, enc_cfg: EncoderConfig,
-                 cfg: Stage2Config, out_dir: str | Path, device_name: str, threads: int, seed: int) -> dict:
-    """Train encoder + head; write model.safetensors (encoder.* and head.*) and metrics to out_dir."""
+def train_stage2(train: VolumeDataset, holdout: VolumeDataset, scored: VolumeDataset | None,
+                 init_dir: str | Path | None, enc_cfg: EncoderConfig, cfg: Stage2Config, out_dir: str | Path,
+                 device_name: str, threads: int, seed: int) -> dict:
+    """Train encoder + head on `train`, keep the weights with the best (smoothed) AUC on `holdout` (patients
+    held out of the training split), then score those weights on `scored` (the evaluation split, Table 4;
+    it never influences the weights). Writes model.safetensors (encoder.* and head.*) and metrics.json."""
     rt = setup_runtime(device_name, threads, seed)
     encoder = load_encoder(init_dir, expected=enc_cfg)[0] if init_dir else build_encoder(enc_cfg)
     head = QueryClassificationHead(ClsHeadConfig(enc_cfg.features_per_stage[-1], len(CT_RATE_LABELS),
                                                  cfg.num_heads))
     model = Stage2Classifier(encoder, head).to(rt.device)
     optimizer = adamw(list(head.parameters()), list(encoder.parameters()), cfg)
-    criterion = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight(train.labels).to(rt.device))
+    weights = pos_weight(train.labels) if cfg.pos_weight else torch.ones(len(CT_RATE_LABELS))
+    criterion = torch.nn.BCEWithLogitsLoss(pos_weight=weights.to(rt.device))
     if cfg.sampling == "balanced":
         batches = balanced_batches(train.labels, cfg.batch_size, seed, rt.rank, rt.world)
     else:
@@ -103,18 +109,24 @@ def train_stage2(train: VolumeDataset, valid: VolumeDataset, init_dir: str | Pat
         return criterion(module(images.to(rt.device)).float(), batch["labels"].to(rt.device))
 
     def evaluate() -> float:
-        return classification_metrics(valid.labels, predict(model, valid, rt.device))["macro_auc"]
+        return classification_metrics(holdout.labels, predict(model, holdout, rt.device))["macro_auc"]
 
     ck = Checkpointing(Path(str(out_dir) + ".work"), cfg.checkpoint_every,
-                       fingerprint(asdict(cfg), asdict(enc_cfg), str(init_dir or ""), seed, len(train), rt.world))
+                       fingerprint(asdict(cfg), asdict(enc_cfg), str(init_dir or ""), seed, len(train),
+                                   len(holdout), rt.world))
     result = fit(model, wrap_ddp(model, rt), optimizer, cfg, rt, batches, micro_loss, "stage 2", ck, [gen],
-                 evaluate if len(valid) else None, cfg.eval_every)
-    if result.best:  # hand over the weights with the best validation AUC
+                 evaluate if len(holdout) else None, cfg.eval_every, cfg.auc_ema)
+    if result.best:  # hand over the weights with the best smoothed hold-out AUC
         model.load_state_dict(result.best["state"])
-    metrics = classification_metrics(valid.labels, predict(model, valid, rt.device))
-    metrics.update(best_step=result.best.get("step", cfg.steps), steps=cfg.steps)
-    log.info("stage 2 validation (weights of step %d): macro AUC %.3f, macro F1 %.3f", metrics["best_step"],
-             metrics["macro_auc"], metrics["macro_f1"])
+    metrics = {"holdout": classification_metrics(holdout.labels, predict(model, holdout, rt.device))
+               if len(holdout) else {}}
+    if scored is not None and len(scored):  # Table 4: the selected weights on the evaluation split
+        metrics.update(classification_metrics(scored.labels, predict(model, scored, rt.device)))
+    metrics.update(best_step=result.best.get("step", cfg.steps), steps=cfg.steps, n_train=len(train),
+                   n_holdout=len(holdout), n_scored=len(scored) if scored is not None else 0)
+    log.info("stage 2: weights of step %d (hold-out macro AUC %.3f); evaluation split: macro AUC %.3f, "
+             "macro F1 %.3f", metrics["best_step"], metrics["holdout"].get("macro_auc", float("nan")),
+             metrics.get("macro_auc", float("nan")), metrics.get("macro_f1", float("nan")))
     if rt.is_main:
         config = {"stage": 2, "train": asdict(cfg), "head": asdict(head.config), "init": str(init_dir or ""),
                   "labels": list(CT_RATE_LABELS), "seed": seed}

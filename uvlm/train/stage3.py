@@ -11,14 +11,23 @@ from pathlib import Path
 
 import torch
 
-from uvlm.data.volumes import VolumeDataset, collate, random_batches
+from uvlm.data.volumes import VolumeDataset, balanced_batches, collate, random_batches
+from uvlm.experiments import Experiment
 from uvlm.models.decoder import DecoderConfig
 from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder, load_encoder_config, save_encoder
 from uvlm.models.injection import InjectionConfig
 from uvlm.models.report_model import ReportGenerator, ReportModelConfig
 from uvlm.text.tokenizer import SpecialIds, encode_report, load_tokenizer
 from uvlm.train.fit import Checkpointing, fingerprint, finish, fit
-from uvlm.train.loop import OptimConfig, adamw, setup_runtime, teardown, wrap_ddp, write_model_folder
+from uvlm.train.loop import (
+    OptimConfig,
+    adamw,
+    autocast,
+    setup_runtime,
+    teardown,
+    wrap_ddp,
+    write_model_folder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,31 +35,34 @@ log = logging.getLogger(__name__)
 @dataclass
 class Stage3Config(OptimConfig):
     max_text_tokens: int = 288  # reports are cut to this many tokens (bos/eos included)
+    sampling: str = "balanced"  # "balanced" (rarest positive label, as the authors balance) or "shuffle"
+    eval_every: int = 100       # steps between hold-out loss checks; the lowest-loss weights are kept (0: last)
 
 
-def injection_config(enc_cfg: EncoderConfig, grid: tuple[int, int, int], lm_dim: int, mode: str,
-                     settings: dict | None) -> tuple[InjectionConfig, int]:
-    """(InjectionConfig, visual token count) from config `stage3.injection`; the visual tokens are the
-    reference stage's voxels (paper: the deepest stage, 6x8x8 = 384; the next one gives 3072)."""
-    settings = settings or {}
-    mapping = settings.get("stage_to_layer") or None
-    inj = InjectionConfig(stage_channels=list(enc_cfg.features_per_stage), lm_dim=lm_dim, mode=mode,
-                          reference_stage=int(settings.get("reference_stage", -1)),
-                          stage_to_layer=None if mode == "input_only" or mapping is None
-                          else {int(k): int(v) for k, v in mapping.items()})
-    return inj, math.prod(enc_cfg.stage_shapes(grid)[inj.ref_index()])
+def n_visual_tokens(enc_cfg: EncoderConfig, grid: tuple[int, int, int], reference_stage: int) -> int:
+    """Visual tokens = voxels of the reference stage's feature map (paper: deepest 6x8x8 = 384, next 3072)."""
+    return math.prod(enc_cfg.stage_shapes(grid)[reference_stage])
+
+
+def injection_config(enc_cfg: EncoderConfig, lm_dim: int, exp: Experiment,
+                     stage_to_layer: dict | None = None) -> InjectionConfig:
+    """The experiment's visual tokens and injection; `stage_to_layer` (config `stage3.injection`) maps
+    stages to decoder layers for SC experiments ({} or None: deepest stage to layer 0, and so on)."""
+    mapping = {int(k): int(v) for k, v in stage_to_layer.items()} if exp.multi_layer and stage_to_layer else None
+    return InjectionConfig(stage_channels=list(enc_cfg.features_per_stage), lm_dim=lm_dim, mode=exp.injection,
+                           reference_stage=exp.reference_stage, stage_to_layer=mapping)
 
 
 def build_model_config(enc_cfg: EncoderConfig, grid: tuple[int, int, int], decoder: dict, vocab_size: int,
-                       special: SpecialIds, freeze: bool, injection: str, max_text_tokens: int,
-                       injection_settings: dict | None = None) -> ReportModelConfig:
-    """The report model's config from pipeline settings."""
-    inj, n_visual = injection_config(enc_cfg, grid, decoder["dim"], injection, injection_settings)
+                       special: SpecialIds, exp: Experiment, max_text_tokens: int,
+                       stage_to_layer: dict | None = None) -> ReportModelConfig:
+    """Our report model's config for one experiment (SC, Frz, visual tokens) from pipeline settings."""
+    n_visual = n_visual_tokens(enc_cfg, grid, exp.reference_stage)
     dec = DecoderConfig(vocab_size=vocab_size, dim=decoder["dim"], n_layers=decoder["n_layers"],
                         n_heads=decoder["n_heads"], dropout=decoder.get("dropout", 0.0),
                         max_seq_len=n_visual + 2 + max_text_tokens + 8)
-    return ReportModelConfig(decoder=dec, injection=inj, n_visual_tokens=n_visual, freeze_encoder=freeze,
-                             **special.model_kwargs())
+    return ReportModelConfig(decoder=dec, injection=injection_config(enc_cfg, decoder["dim"], exp, stage_to_layer),
+                             n_visual_tokens=n_visual, freeze_encoder=exp.frozen, **special.model_kwargs())
 
 
 class LossOf(torch.nn.Module):
@@ -71,9 +83,9 @@ def pad_batch(seqs: list[list[int]], pad_id: int) -> torch.Tensor:
 
 
 def _hf_model(hf: dict, tokenizer_path: str | Path, enc_cfg: EncoderConfig, grid: tuple[int, int, int],
-              encoder: torch.nn.Module, freeze: bool, injection: str, max_text_tokens: int,
-              injection_settings: dict | None):
-    """The alternative decoder: a Hugging Face causal LM (Qwen3 in the paper) from a local folder.
+              encoder: torch.nn.Module, exp: Experiment, max_text_tokens: int, stage_to_layer: dict | None):
+    """The alternative decoder: a Hugging Face causal LM (Qwen3 in the paper) from a local folder, with the
+    experiment's fine-tuning (LoRA or full).
 
     Returns (model, its config, tokenizer file to hand on, encode(text) -> ids, pad id).
     """
@@ -90,36 +102,57 @@ def _hf_model(hf: dict, tokenizer_path: str | Path, enc_cfg: EncoderConfig, grid
     tok = load_tokenizer(tokenizer_path) if own_tok else load_hf_tokenizer(hf["model_dir"])
     tok_file = Path(tokenizer_path) if own_tok else Path(hf["model_dir"]) / "tokenizer.json"
     ids = special_ids(tok)
-    dcfg = HFDecoderConfig(**{k: v for k, v in hf.items() if k in HFDecoderConfig.__dataclass_fields__},
+    settings = {**hf, "finetune": exp.hf_finetune}
+    dcfg = HFDecoderConfig(**{k: v for k, v in settings.items() if k in HFDecoderConfig.__dataclass_fields__},
                            vocab_size=tok.get_vocab_size() if own_tok and hf["from_scratch"] else None)
     lm_dim = json.loads((Path(hf["model_dir"]) / "config.json").read_text())["hidden_size"]
-    inj, n_visual = injection_config(enc_cfg, grid, lm_dim, injection, injection_settings)
-    mcfg = HFReportModelConfig(decoder=dcfg, injection=inj, n_visual_tokens=n_visual, freeze_encoder=freeze,
-                               **ids.model_kwargs())
+    mcfg = HFReportModelConfig(decoder=dcfg, injection=injection_config(enc_cfg, lm_dim, exp, stage_to_layer),
+                               n_visual_tokens=n_visual_tokens(enc_cfg, grid, exp.reference_stage),
+                               freeze_encoder=exp.frozen, **ids.model_kwargs())
     model = HFReportGenerator(mcfg, encoder)
     return model, mcfg, tok_file, lambda text: encode_text(tok, text, ids, max_text_tokens), ids.pad_id
 
 
-def train_stage3(train: VolumeDataset, tokenizer_path: str | Path, init_dir: str | Path | None,
-                 enc_cfg: EncoderConfig, grid: tuple[int, int, int], decoder: dict, cfg: Stage3Config,
-                 freeze_encoder: bool, injection: str, out_dir: str | Path, device_name: str, threads: int,
-                 seed: int, hf: dict | None = None, injection_settings: dict | None = None) -> None:
-    """Train the report generator and write its folder (model, config, tokenizer, log, curve).
+@torch.no_grad()
+def holdout_loss(model: torch.nn.Module, data: VolumeDataset, texts: list[list[int]], pad_id: int,
+                 device: torch.device, batch_size: int) -> float:
+    """Token-mean next-token cross-entropy over the hold-out reports (what the authors select on)."""
+    model.eval()
+    total = tokens = 0.0
+    for start in range(0, len(data), batch_size):
+        idx = list(range(start, min(start + batch_size, len(data))))
+        images = collate([data[i] for i in idx])["image"].to(device)
+        ids = pad_batch([texts[i] for i in idx], pad_id).to(device)
+        n = float(sum(len(texts[i]) - 1 for i in idx))  # targets: every token after bos
+        with autocast(device):
+            total += float(model.loss(images, ids)) * n
+        tokens += n
+    return total / max(tokens, 1.0)
 
-    hf: settings of a Hugging Face decoder (config `stage3.hf`) to use instead of our own decoder.
-    injection_settings: config `stage3.injection` (reference stage, stage-to-layer mapping).
+
+def train_stage3(train: VolumeDataset, holdout: VolumeDataset, tokenizer_path: str | Path,
+                 init_dir: str | Path | None, enc_cfg: EncoderConfig, grid: tuple[int, int, int], decoder: dict,
+                 cfg: Stage3Config, exp: Experiment, out_dir: str | Path, device_name: str, threads: int,
+                 seed: int, hf: dict | None = None, stage_to_layer: dict | None = None) -> None:
+    """Train the experiment's report generator on `train`, keep the weights with the lowest loss on
+    `holdout` (patients held out of the training split), and write its folder (model, config, tokenizer,
+    log, curve). The split the reports are scored on is not an argument: it cannot influence the weights.
+
+    hf: config `stage3.hf` (the Hugging Face decoder), needed when the experiment's decoder is hf_*.
+    stage_to_layer: config `stage3.injection.stage_to_layer`.
     """
     rt = setup_runtime(device_name, threads, seed)
     encoder = load_encoder(init_dir, expected=enc_cfg)[0] if init_dir else build_encoder(enc_cfg)
-    if hf:
-        model, mcfg, tok_file, encode, pad_id = _hf_model(hf, tokenizer_path, enc_cfg, grid, encoder,
-                                                          freeze_encoder, injection, cfg.max_text_tokens,
-                                                          injection_settings)
+    if exp.hf_finetune:
+        if not hf:
+            raise ValueError(f"experiment '{exp.name}' uses decoder {exp.decoder}: stage3.hf settings are needed")
+        model, mcfg, tok_file, encode, pad_id = _hf_model(hf, tokenizer_path, enc_cfg, grid, encoder, exp,
+                                                          cfg.max_text_tokens, stage_to_layer)
     else:
         tok = load_tokenizer(tokenizer_path)
         special = SpecialIds.from_tokenizer(tok)
-        mcfg = build_model_config(enc_cfg, grid, decoder, tok.get_vocab_size(), special, freeze_encoder, injection,
-                                  cfg.max_text_tokens, injection_settings)
+        mcfg = build_model_config(enc_cfg, grid, decoder, tok.get_vocab_size(), special, exp, cfg.max_text_tokens,
+                                  stage_to_layer)
         model = ReportGenerator(mcfg, encoder)
         tok_file, pad_id = Path(tokenizer_path), special.pad_id
 
@@ -129,30 +162,44 @@ def train_stage3(train: VolumeDataset, tokenizer_path: str | Path, init_dir: str
     enc_params = list(model.encoder.parameters())
     enc_ids = {id(p) for p in enc_params}
     trainable = [p for p in model.parameters() if id(p) not in enc_ids and p.requires_grad]
-    optimizer = adamw(trainable, enc_params, cfg, freeze_encoder)
+    optimizer = adamw(trainable, enc_params, cfg, exp.frozen)
     texts = [encode(t) for t in train.texts]
-    batches = random_batches(len(train), cfg.batch_size, seed, rt.rank, rt.world)
+    held_texts = [encode(t) for t in holdout.texts]
+    if cfg.sampling == "balanced":
+        batches = balanced_batches(train.labels, cfg.batch_size, seed, rt.rank, rt.world)
+    else:
+        batches = random_batches(len(train), cfg.batch_size, seed, rt.rank, rt.world)
 
     def micro_loss(module: torch.nn.Module, idx: list[int]) -> torch.Tensor:
         images = collate([train[i] for i in idx])["image"].to(rt.device)
         # pad may equal eos (HF tokenizers without a pad token): model.loss finds the real tokens
         return module(images, pad_batch([texts[i] for i in idx], pad_id).to(rt.device))
 
+    def evaluate() -> float:  # higher is better for fit()
+        return -holdout_loss(model, holdout, held_texts, pad_id, rt.device, cfg.batch_size)
+
     ck = Checkpointing(Path(str(out_dir) + ".work"), cfg.checkpoint_every,
-                       fingerprint(asdict(cfg), mcfg.to_dict(), str(init_dir or ""), seed, len(train), rt.world))
+                       fingerprint(asdict(cfg), mcfg.to_dict(), str(init_dir or ""), seed, len(train),
+                                   len(holdout), rt.world))
     # DDP syncs gradients only through forward(), hence the LossOf wrapper
-    result = fit(model, wrap_ddp(LossOf(model), rt), optimizer, cfg, rt, batches, micro_loss, "stage 3", ck)
-    progress = result.progress
+    result = fit(model, wrap_ddp(LossOf(model), rt), optimizer, cfg, rt, batches, micro_loss, "stage 3", ck,
+                 evaluate=evaluate if len(holdout) else None, eval_every=cfg.eval_every)
+    if result.best:  # hand over the weights with the lowest hold-out loss
+        model.load_state_dict(result.best["state"])
     if rt.is_main:
-        config = {"stage": 3, "kind": "hf" if hf else "own", "model": mcfg.to_dict(), "train": asdict(cfg),
-                  "grid": list(grid), "init": str(init_dir or ""), "injection": injection, "seed": seed}
+        config = {"stage": 3, "kind": "hf" if exp.hf_finetune else "own", "model": mcfg.to_dict(),
+                  "train": asdict(cfg), "grid": list(grid), "init": str(init_dir or ""), "experiment": asdict(exp),
+                  "seed": seed, "best_step": result.best.get("step", cfg.steps),
+                  "holdout_loss": -result.best["value"] if result.best else None,
+                  "n_train": len(train), "n_holdout": len(holdout)}
 
         def finalize(folder: Path) -> None:
             shutil.copyfile(tok_file, folder / "tokenizer.json")
             save_encoder(None, enc_cfg, folder, extra={"stage": 3})
 
-        weights = model.state_dict_for_save() if hf else model.state_dict()
-        write_model_folder(out_dir, weights, config, progress, "Stage 3 report generation", finalize=finalize)
+        weights = model.state_dict_for_save() if exp.hf_finetune else model.state_dict()
+        write_model_folder(out_dir, weights, config, result.progress, "Stage 3 report generation",
+                           finalize=finalize)
     finish(ck, rt)
     teardown(rt)
 

@@ -7,9 +7,13 @@ import pandas as pd
 import yaml
 
 from uvlm.config import EFFECTIVE_CONFIG, validate_config
+from uvlm.experiments import Plan, experiments, stage1_dir, stage2_init_dir
 from uvlm.io import write_json
 
 validate_config(config)
+# What `all` builds and which model each experiment starts from: uvlm/experiments.py says it once.
+PLAN = Plan.from_config(config)
+EXPERIMENTS = experiments(config)  # every configured experiment: each can be built alone
 
 # The effective config (config file + --config overrides) that every `uvlm` call reads. Rewritten
 # only when it changes, so its timestamp never triggers reruns; rules declare the config sections
@@ -21,9 +25,10 @@ if not _eff.is_file() or json.loads(_eff.read_text()) != config:
 DEMO_ROOT = "results/demo/ct_rate"
 CT_RATE_ROOT = config["ct_rate_root"] or DEMO_ROOT
 MANIFEST = "results/manifest/ct_rate.parquet"
+# The Stage 1 case list (a manifest of its own, sharded anew): pseudo-labels and label maps cover only these.
+STAGE1_CASES = "results/manifest/ct_rate_stage1.parquet"
 ABDOMEN_DEMO_ROOT = "results/demo/abdomen_atlas"
 ABDOMEN_MANIFEST = "results/manifest/abdomen_atlas.parquet"
-EXPERIMENTS = config["experiments"]
 LABELERS = config["pseudolabels"]["labelers"]
 # Granularities whose Stage 1 encoder comes from a standalone nnU-Net run instead of training here.
 _imported = [g for g, path in config["stage1"]["import_checkpoints"].items() if path]
@@ -42,7 +47,7 @@ def dvc_out_dirs():
 wildcard_constraints:
     shard=r"\d+",
     gran="|".join(config["stage1"]["dataset_ids"]),
-    experiment="|".join(EXPERIMENTS),
+    experiment="|".join(config["experiments"]),
     labeler="|".join(LABELERS),
     init=r"none|seg_(C|CL|FL)",
 
@@ -69,9 +74,10 @@ def abdomen_outputs():
 
 
 def shard_ids(ingest=None):
-    """Shard indices, known once an ingest checkpoint (CT-RATE's by default) has written its manifest."""
+    """Shard indices, known once a manifest checkpoint (CT-RATE's ingest by default) has written it."""
     manifest = (ingest or checkpoints.ingest).get().output[0]
-    return range(int(pd.read_parquet(manifest, columns=["shard"])["shard"].max()) + 1)
+    shards = pd.read_parquet(manifest, columns=["shard"])["shard"]
+    return range(int(shards.max()) + 1 if len(shards) else 0)
 
 
 def preprocessed_shards(wildcards):
@@ -79,7 +85,7 @@ def preprocessed_shards(wildcards):
 
 
 def label_shards(wildcards):
-    return [f"results/labels/ct_rate/shard_{k}" for k in shard_ids()]
+    return [f"results/labels/ct_rate/shard_{k}" for k in shard_ids(checkpoints.stage1_cases)]
 
 
 def launcher(stage):
@@ -94,7 +100,7 @@ def labeler_gpus(name):
 
 
 def pseudolabel_shards(labeler):
-    return [f"results/pseudolabels/ct_rate/{labeler}/shard_{k}" for k in shard_ids()]
+    return [f"results/pseudolabels/ct_rate/{labeler}/shard_{k}" for k in shard_ids(checkpoints.stage1_cases)]
 
 
 def source_shards(wildcards):
@@ -113,27 +119,19 @@ def qc_tables():
 
 
 def needed_granularities():
-    """Stage 1 granularities the experiments in `run` use (labels are built only for these)."""
-    grans = {EXPERIMENTS[name]["seg"] for name in config["run"]} - {None}
-    return sorted(grans) or ["C"]
+    """Stage 1 granularities the plan uses (labels are built only for these)."""
+    return list(PLAN.stage1) or ["C"]
 
 
 def stage2_init(wildcards):
     """Stage 2 of cls_none starts from scratch; cls_seg_X from Stage 1 of granularity X."""
-    return [] if wildcards.init == "none" else [f"results/models/stage1/{wildcards.init}"]
-
-
-def stage3_init_dir(experiment):
-    """Where an experiment's encoder comes from: Stage 2, Stage 1, or nowhere (random init)."""
-    exp = EXPERIMENTS[experiment]
-    seg = f"seg_{exp['seg']}" if exp["seg"] else "none"
-    if exp["cls"]:
-        return f"results/models/stage2/cls_{seg}"
-    return f"results/models/stage1/{seg}" if exp["seg"] else ""
+    d = stage2_init_dir(wildcards.init)
+    return [d] if d else []
 
 
 def stage3_init(wildcards):
-    d = stage3_init_dir(wildcards.experiment)
+    """Where an experiment's encoder comes from: Stage 2, Stage 1, or nowhere (random init)."""
+    d = EXPERIMENTS[wildcards.experiment].init_dir
     return [d] if d else []
 
 
@@ -146,29 +144,19 @@ def abdomen_metrics():
 
 
 def run_stage2_dirs():
-    """Stage 2 runs the experiments in `run` use (Table 4)."""
-    dirs = {stage3_init_dir(name) for name in config["run"] if EXPERIMENTS[name]["cls"]}
-    return sorted(dirs)
+    """Stage 2 runs of the plan (Table 4 and the experiments' initialisations)."""
+    return [r.dir for r in PLAN.stage2]
 
 
 def run_stage1_dirs():
-    """Stage 1 encoders the experiments in `run` use."""
-    grans = {EXPERIMENTS[name]["seg"] for name in config["run"]} - {None}
-    return [f"results/models/stage1/seg_{g}" for g in sorted(grans)]
+    """Stage 1 encoders of the plan."""
+    return [stage1_dir(g) for g in PLAN.stage1]
 
 
 def run_model_dirs():
-    """Every trained model folder behind the experiments in `run` (training-curve figure)."""
-    dirs = set()
-    for name in config["run"]:
-        exp = EXPERIMENTS[name]
-        dirs.add(f"results/models/stage3/{name}")
-        if exp["cls"]:
-            dirs.add(stage3_init_dir(name))
-        if exp["seg"]:
-            dirs.add(f"results/models/stage1/seg_{exp['seg']}")
-    return sorted(dirs)
+    """Every trained model folder behind the plan (training-curve figure)."""
+    return PLAN.model_dirs
 
 
 def run_metrics():
-    return [f"results/metrics/{name}.json" for name in config["run"]]
+    return [f"results/metrics/{name}.json" for name in PLAN.names]

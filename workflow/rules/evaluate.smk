@@ -73,9 +73,10 @@ rule tables:
     params:
         config=EFFECTIVE_CONFIG,
         run=config["run"],
-        titles={name: EXPERIMENTS[name]["title"] for name in config["run"]},
+        main=config["main_experiment"],
+        experiments={name: config["experiments"][name] for name in config["run"]},
+        extractor=config["evaluation"]["extractor"],
         abdomen=lambda wc, input: f"--abdomen {input.abdomen}" if input.abdomen else "",
-        stage2=lambda wc, input: f"--stage2 {' '.join(input.stage2)}" if input.stage2 else "",
         out=lambda wc, output: os.path.dirname(output[0]),
     log:
         "results/logs/tables.log",
@@ -87,7 +88,7 @@ rule tables:
         "../../envs/evaluate.yaml"
     shell:
         "uvlm --config {params.config} tables --metrics-dir results/metrics --baseline {input.baseline} "
-        "--published {input.published} {params.stage2} {params.abdomen} --out-dir {params.out} > {log} 2>&1"
+        "--published {input.published} {params.abdomen} --out-dir {params.out} > {log} 2>&1"
 
 
 rule figures:
@@ -95,15 +96,15 @@ rule figures:
         metrics=run_metrics(),
         baseline="results/metrics/baseline_most_frequent.json",
         models=run_model_dirs(),
-        reports=expand("results/reports/{name}.parquet", name=config["run"]),
+        reports=expand("results/reports/{name}.parquet", name=PLAN.names),
         preprocessed=preprocessed_shards,
     output:
         "results/figures/per_class_f1.png",
         "results/figures/training_curves.png",
-        expand("results/figures/qualitative_{name}.png", name=config["run"]),
+        expand("results/figures/qualitative_{name}.png", name=PLAN.names),
     params:
         config=EFFECTIVE_CONFIG,
-        titles={name: EXPERIMENTS[name]["title"] for name in config["run"]},
+        titles={e.name: e.title for e in PLAN.experiments},
         out=lambda wc, output: os.path.dirname(output[0]),
     log:
         "results/logs/figures.log",

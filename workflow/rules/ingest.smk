@@ -42,6 +42,29 @@ checkpoint ingest:
         "uvlm --config {params.config} ingest --root {input} --out {output} > {log} 2>&1"
 
 
+checkpoint stage1_cases:
+    input:
+        MANIFEST,
+    output:
+        STAGE1_CASES,
+    params:
+        config=EFFECTIVE_CONFIG,
+        lesions_complete=config["lesions_complete"],
+        max_cases=config["stage1"]["max_cases"],
+        seed=config["seed"],
+        shard_size=config["shard_size"],
+    log:
+        "results/logs/stage1_cases.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "uvlm --config {params.config} stage1-cases --manifest {input} --out {output} > {log} 2>&1"
+
+
 rule demo_abdomen:
     output:
         directory(ABDOMEN_DEMO_ROOT),

@@ -1,6 +1,6 @@
 rule labels_shard:
     input:
-        manifest=MANIFEST,
+        manifest=STAGE1_CASES,
         sources=source_shards,
     output:
         directory("results/labels/ct_rate/shard_{shard}"),

@@ -38,9 +38,9 @@ rule phase_stage2:
 rule phase_stage3:
     input:
         "results/models/tokenizer/tokenizer.json",
-        expand("results/models/stage3/{name}", name=config["run"]),
+        expand("results/models/stage3/{name}", name=PLAN.names),
 
 
 rule phase_generate:
     input:
-        expand("results/reports/{name}.parquet", name=config["run"]),
+        expand("results/reports/{name}.parquet", name=PLAN.names),

@@ -3,13 +3,12 @@
 
 rule pseudolabel_shard:
     input:
-        MANIFEST,
+        STAGE1_CASES,
     output:
         directory("results/pseudolabels/ct_rate/{labeler}/shard_{shard}"),
     params:
         config=EFFECTIVE_CONFIG,
         spec=lambda wc: LABELERS[wc.labeler],
-        splits=config["pseudolabels"]["splits"],
         on_error=config["on_volume_error"],
     log:
         "results/logs/pseudolabels/{labeler}/shard_{shard}.log",

@@ -23,13 +23,12 @@ rule tokenizer:
 
 rule nnunet_export:
     input:
-        manifest=MANIFEST,
+        manifest=STAGE1_CASES,
         labels=label_shards,
     output:
         directory("results/nnunet/raw/{gran}"),
     params:
         config=EFFECTIVE_CONFIG,
-        max_cases=config["stage1"]["max_cases"],
         dataset_ids=config["stage1"]["dataset_ids"],
         seed=config["seed"],
     log:
@@ -109,6 +108,8 @@ rule stage2:
         config=EFFECTIVE_CONFIG,
         stage2=config["stage2"],
         encoder=config["encoder"],
+        selection=config["model_selection"],
+        seed=config["seed"],
         init_arg=lambda w, input: f"--init {input.init}" if input.init else "",
         launch=launcher("stage2"),
     log:
@@ -139,7 +140,10 @@ rule stage3:
         config=EFFECTIVE_CONFIG,
         stage3=config["stage3"],
         encoder=config["encoder"],
-        experiment=lambda w: EXPERIMENTS[w.experiment],
+        grid=config["preprocess"]["grid"],
+        selection=config["model_selection"],
+        seed=config["seed"],
+        experiment=lambda w: config["experiments"][w.experiment],
         init_arg=lambda w, input: f"--init {input.init}" if input.init else "",
         launch=launcher("stage3"),
     log:
