@@ -68,6 +68,7 @@ def synthetic_rows(folder: Path, n: int, grid: tuple[int, int, int], rng: np.ran
 
 @section("real_training_functions_on_cuda")
 def check_training_functions(tmp: Path) -> dict:
+    from uvlm.experiments import Experiment
     from uvlm.generate import generate_reports
     from uvlm.train.stage2 import Stage2Config, train_stage2
     from uvlm.train.stage3 import Stage3Config, load_report_model, train_stage3
@@ -78,12 +79,13 @@ def check_training_functions(tmp: Path) -> dict:
     rows = synthetic_rows(tmp, 12, grid, rng)
     data = VolumeDataset(rows)
     s2 = Stage2Config(steps=6, batch_size=4, lr=1e-3, encoder_lr_mult=0.1, weight_decay=0.01, grad_clip=12.0)
-    metrics = train_stage2(data, data, None, enc, s2, tmp / "s2", "cuda", 4, 0)
+    metrics = train_stage2(data, data, data, None, enc, s2, tmp / "s2", "cuda", 4, 0)
     train_bpe(rows["report_text"].tolist() * 5, 300, tmp / "tok.json")
     s3 = Stage3Config(steps=6, batch_size=4, lr=1e-3, encoder_lr_mult=0.1, weight_decay=0.01, grad_clip=1.0,
                       max_text_tokens=64)
-    train_stage3(data, tmp / "tok.json", tmp / "s2", enc, grid, {"dim": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.0}, s3,
-                 True, "multi_layer", tmp / "s3", "cuda", 4, 0)
+    exp = Experiment("sc_frz", "SC + Frz", None, True, multi_layer=True, frozen=True)
+    train_stage3(data, data, tmp / "tok.json", tmp / "s2", enc, grid,
+                 {"dim": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.0}, s3, exp, tmp / "s3", "cuda", 4, 0)
     df = generate_reports(tmp / "s3", data, tmp / "reports.parquet", 16, 6, "cuda", 4)
     model, _ = load_report_model(tmp / "s3", torch.device("cpu"))  # the folder reloads on the CPU
     log2 = pd.read_csv(tmp / "s2" / "training_log.csv")

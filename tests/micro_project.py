@@ -32,8 +32,10 @@ def micro_config(workdir: Path) -> Path:
     cfg["stage3"].update(steps=3, batch_size=2, eval_every=2, vocab_size=300, max_text_tokens=48,
                          decoder={"dim": 32, "n_layers": 2, "n_heads": 2, "dropout": 0.0})
     cfg["generate"].update(max_new_tokens=8, batch_size=4)
-    # the demo's second-deepest-stage experiment, at this grid: 8 x 12 x 12 tokens (the deepest has 144)
+    # every kind of row runs: SC on/off, Frz on/off, the deepest and the second-deepest stage's tokens (at
+    # this grid 8 x 12 x 12; the deepest has 144)
     cfg["experiments"]["seg_cl_cls_rep_vt144"]["visual_tokens"] = 1152
+    cfg["run"] = ["seg_cl_cls_rep_sc", "seg_cl_cls_rep", "seg_cl_cls_rep_vt144", "seg_cl_cls_rep_ft", "none_rep"]
     cfg["threads"] = 1
     path = workdir / "micro.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from uvlm.config import REPO_ROOT, ConfigError, load_config, validate_config
+from uvlm.config import REPO_ROOT, ConfigError, check_extractor, load_config, validate_config
 from uvlm.experiments import Plan, experiments, table5_key
 
 
@@ -25,8 +25,9 @@ def test_shipped_configs_are_valid(tmp_path: Path) -> None:
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
     assert set(cfg["run"]) <= set(cfg["experiments"]) and cfg["evaluation"]["extractor"] == "rules"
     assert set(ct_rate_config(tmp_path)["run"]) == set(ct_rate_config(tmp_path)["experiments"])
-    with pytest.raises(ConfigError, match="evaluation/radbert/model_dir.*local RadBERT"):  # not set yet
-        load_config(REPO_ROOT / "config" / "ct_rate.yaml")
+    cfg = load_config(REPO_ROOT / "config" / "ct_rate.yaml")  # valid: `uvlm params` etc. work without RadBERT
+    with pytest.raises(ConfigError, match="evaluation/radbert/model_dir.*local RadBERT"):  # scoring does not
+        check_extractor(cfg["evaluation"])
 
 
 def test_ct_rate_config_is_the_papers_table5_and_table4(tmp_path: Path) -> None:
@@ -71,7 +72,6 @@ def test_experiment_needs_are_said_once() -> None:
     (lambda c: c["stage1"]["dataset_ids"].pop("CL"), "experiment 'seg_cl_cls_rep_sc': key 'seg' = CL"),
     (lambda c: c.update(main_experiment="nope"), "main_experiment"),
     (lambda c: c.update(stage2_runs=["XL"]), "stage2_runs"),
-    (lambda c: c["evaluation"].update(extractor="radbert"), "evaluation/radbert/model_dir"),
 ])
 def test_bad_experiments_fail_naming_the_experiment_and_key(mutate, message: str) -> None:
     cfg = copy.deepcopy(load_config())
@@ -80,15 +80,22 @@ def test_bad_experiments_fail_naming_the_experiment_and_key(mutate, message: str
         validate_config(cfg)
 
 
-def test_bad_experiment_fails_before_any_job(tmp_path: Path) -> None:
-    """Snakemake stops while reading the config, naming the experiment and the key; nothing runs."""
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda c: c["experiments"]["none_rep"].update(visual_tokens=500),
+     "experiment 'none_rep': key 'visual_tokens' = 500"),
+    (lambda c: c["experiments"]["none_rep"].update(decoder="gpt5"), "['experiments']['none_rep']['decoder']"),
+    (lambda c: c["evaluation"].update(extractor="radbert"), "'evaluation/radbert/model_dir' = ''"),
+])
+def test_bad_config_fails_before_any_job(tmp_path: Path, mutate, message: str) -> None:
+    """Snakemake stops while reading the config, naming the experiment and the key (or the RadBERT
+    setting); nothing runs."""
     cfg = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
-    cfg["experiments"]["none_rep"]["visual_tokens"] = 500
+    mutate(cfg)
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
     done = subprocess.run(["snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"), "--directory", str(tmp_path),
                            "--cores", "1", f"--configfile={tmp_path / 'bad.yaml'}", "all"],
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode != 0 and "experiment 'none_rep': key 'visual_tokens' = 500" in done.stderr
+    assert done.returncode != 0 and message in done.stderr
     assert not (tmp_path / "results" / "demo").exists() and not (tmp_path / "results" / "logs").exists()
 
 

@@ -72,22 +72,22 @@ def test_fresh_clone_and_pull_has_nothing_to_do(pushed: tuple[Path, Path], tmp_p
     (clone / "uvlm" / "data" / "__pycache__").mkdir()  # code that has run here: bytecode is not a code change
     (clone / "uvlm" / "data" / "__pycache__" / "manifest.cpython-311.pyc").write_bytes(b"\x00" * 16)
     _run(clone, "uvlm", "pull")
-    assert (clone / "results" / "models" / "stage3" / "rep_only" / "model.safetensors").is_file()
-    original = (origin / "results" / "metrics" / "rep_only.json").read_bytes()
-    assert (clone / "results" / "metrics" / "rep_only.json").read_bytes() == original
+    assert (clone / "results" / "models" / "stage3" / "none_rep" / "model.safetensors").is_file()
+    original = (origin / "results" / "metrics" / "none_rep.json").read_bytes()
+    assert (clone / "results" / "metrics" / "none_rep.json").read_bytes() == original
     done = run_snakemake(clone, "-n", f"--configfile={clone / 'micro.yaml'}", "all")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Nothing to be done" in done.stdout + done.stderr, done.stdout[-3000:]
 
     # One experiment's setting changes: that experiment's jobs and everything after them rerun, nothing else.
     cfg = yaml.safe_load((clone / "micro.yaml").read_text())
-    cfg["experiments"]["rep_only"]["injection"] = "input_only"
+    cfg["experiments"]["none_rep"]["injection"] = "multi_layer"
     (clone / "changed.yaml").write_text(yaml.safe_dump(cfg))
     done = run_snakemake(clone, "-n", f"--configfile={clone / 'changed.yaml'}", "all")
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
-    for job in ("output: results/models/stage3/rep_only", "output: results/reports/rep_only.parquet",
-                "output: results/metrics/rep_only.json", "rule tables:", "rule report_html:"):
+    for job in ("output: results/models/stage3/none_rep", "output: results/reports/none_rep.parquet",
+                "output: results/metrics/none_rep.json", "rule tables:", "rule report_html:"):
         assert job in out
     for untouched in ("rule stage1:", "rule stage2:", "rule preprocess_shard:", "rule pseudolabel_shard:",
                       "rule demo_data:", "rule tokenizer:", "output: results/models/stage3/seg_cl_cls_rep"):
@@ -130,7 +130,7 @@ def test_pull_refuses_to_mark_results_of_another_config(pushed: tuple[Path, Path
 
 def test_a_corrupted_remote_file_is_reported_not_used(pushed: tuple[Path, Path], tmp_path: Path) -> None:
     origin, remote = pushed
-    target = origin / "results" / "metrics" / "rep_only.json"
+    target = origin / "results" / "metrics" / "none_rep.json"
     md5 = hashlib.md5(target.read_bytes()).hexdigest()
     stored = remote / "files" / "md5" / md5[:2] / md5[2:]
     assert stored.is_file()
@@ -141,6 +141,6 @@ def test_a_corrupted_remote_file_is_reported_not_used(pushed: tuple[Path, Path],
     done = _run(clone, "uvlm", "pull", check=False)
     assert done.returncode != 0
     assert "dvc pull failed; nothing was marked up to date" in done.stderr and "results/metrics" in done.stderr
-    assert not (clone / "results" / "metrics" / "rep_only.json").exists()
+    assert not (clone / "results" / "metrics" / "none_rep.json").exists()
     # The other phases are intact and restored.
-    assert (clone / "results" / "models" / "stage3" / "rep_only" / "model.safetensors").is_file()
+    assert (clone / "results" / "models" / "stage3" / "none_rep" / "model.safetensors").is_file()

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from uvlm.config import DEFAULT_CONFIG, EFFECTIVE_CONFIG, load_config
+from uvlm.config import DEFAULT_CONFIG, EFFECTIVE_CONFIG, check_extractor, load_config
 
 log = logging.getLogger("uvlm")
 
@@ -252,7 +252,7 @@ def cmd_stage2(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.train.stage2 import Stage2Config, train_stage2
 
     train, holdout = _fit_and_holdout(a.manifest, a.preprocessed, cfg)
-    scored = _split(a.manifest, a.preprocessed, "valid") if a.score_valid else None  # Table 4, after selection
+    scored = _split(a.manifest, a.preprocessed, "valid")  # Table 4: read only to score the selected weights
     train_stage2(train, holdout, scored, a.init or None, EncoderConfig.from_config(cfg["encoder"]),
                  Stage2Config.from_config(cfg["stage2"]), a.out, cfg["device"], cfg["threads"], cfg["seed"])
 
@@ -284,6 +284,7 @@ def cmd_evaluate(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.io import write_json
 
     ev = cfg["evaluation"]
+    check_extractor(ev)
     m = evaluate_reports(a.reports, a.manifest, ev["extractor"], ev, ev["cache_dir"], ev["bootstrap_resamples"],
                          cfg["seed"])
     write_json(m, a.out)
@@ -296,6 +297,7 @@ def cmd_baseline(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.io import write_json
 
     ev = cfg["evaluation"]
+    check_extractor(ev)
     write_json(most_frequent_baseline(a.manifest, extractor=ev["extractor"], settings=ev, cache_dir=ev["cache_dir"],
                                       n_resamples=ev["bootstrap_resamples"], seed=cfg["seed"]), a.out)
 
@@ -345,6 +347,7 @@ def cmd_abdomen_eval(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.io import write_json
 
     ev = cfg["evaluation"]
+    check_extractor(ev)
     write_json(abdomen_reference_scores(a.manifest, a.labels, ev["extractor"], ev, ev["cache_dir"]), a.out)
 
 
@@ -443,9 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("stage1-import", cmd_stage1_import, "use a standalone nnU-Net run's checkpoint_final.pth as Stage 1",
         ("--checkpoint", req), ("--out", req))
     add("stage2", cmd_stage2, "classification pretraining (selection on a hold-out of the training split)",
-        ("--manifest", req), ("--preprocessed", many), ("--init", {"default": ""}), ("--out", req),
-        ("--no-score-valid", {"dest": "score_valid", "action": "store_false",
-                              "help": "skip scoring the selected weights on the valid split (Table 4)"}))
+        ("--manifest", req), ("--preprocessed", many), ("--init", {"default": ""}), ("--out", req))
     add("stage3", cmd_stage3, "report-generation training", ("--manifest", req), ("--preprocessed", many),
         ("--tokenizer", req), ("--init", {"default": ""}), ("--experiment", req), ("--out", req))
     add("generate", cmd_generate, "generate reports", ("--manifest", req), ("--preprocessed", many),

@@ -49,7 +49,6 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
                               f"{total_stride} in every axis")
     _check_experiments(cfg)
     _check_labelers(cfg["pseudolabels"])
-    _check_extractor(cfg["evaluation"])
     return cfg
 
 
@@ -71,8 +70,10 @@ def _check_experiments(cfg: dict[str, Any]) -> None:
                               "(a local Hugging Face model folder, e.g. Qwen3-4B)")
 
 
-def _check_extractor(ev: dict[str, Any]) -> None:
-    """The RadBERT extractor needs its local folder: stop before any job rather than fall back silently."""
+def check_extractor(ev: dict[str, Any]) -> None:
+    """The RadBERT extractor needs its local folder. The workflow checks this before any job (and the
+    scoring commands before they start) rather than falling back silently; other commands, e.g. `uvlm
+    params`, work without it."""
     if ev["extractor"] != "radbert":
         return
     folder = ev["radbert"]["model_dir"]

@@ -89,7 +89,11 @@ def table5(published: str | Path, experiments: list[Experiment], metrics: dict[s
         if exp.name not in shown:
             rows.append({"training": exp.recipe, "sc": exp.multi_layer, "frz": exp.frozen,
                          "dec": exp.decoder_label, **_ours(exp, metrics, dataset_label)})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    for col in ("vt", "our_vt"):  # token counts stay integers where a row has none
+        if col in df:
+            df[col] = df[col].astype("Int64")
+    return df
 
 
 def _ours(exp: Experiment, metrics: dict[str, str | Path], dataset_label: str) -> dict:

@@ -6,11 +6,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from uvlm.config import EFFECTIVE_CONFIG, validate_config
+from uvlm.config import EFFECTIVE_CONFIG, check_extractor, validate_config
 from uvlm.experiments import Plan, experiments, stage1_dir, stage2_init_dir
 from uvlm.io import write_json
 
 validate_config(config)
+check_extractor(config["evaluation"])  # scoring needs its model folder: stop before any job, not at the end
 # What `all` builds and which model each experiment starts from: uvlm/experiments.py says it once.
 PLAN = Plan.from_config(config)
 EXPERIMENTS = experiments(config)  # every configured experiment: each can be built alone
