@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from uvlm.models.geometry import stage_shapes
+
 MODELS = "results/models"
 GRANULARITY_TITLES = {"C": "Seg(C)", "CL": "Seg(C+L)", "FL": "Seg(F+L)"}
 # decoder key -> (Table 5 "Dec." label, Hugging Face fine-tuning or None for our own decoder)
@@ -56,11 +58,7 @@ def recipe_title(seg: str | None, cls: bool) -> str:
 
 def stage_token_counts(encoder: dict, grid: list[int] | tuple[int, ...]) -> list[int]:
     """Visual tokens each encoder stage would give (D*H*W of its feature map), shallow -> deep."""
-    shapes, cur = [], list(grid)
-    for stride in encoder["strides"]:
-        cur = [-(-c // stride) for c in cur]
-        shapes.append(math.prod(cur))
-    return shapes
+    return [math.prod(shape) for shape in stage_shapes(encoder["strides"], grid)]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from uvlm.models.geometry import stage_shapes
+
 UNET_CLASS = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
 REQUIRES_IMPORT = ["conv_op", "norm_op", "dropout_op", "nonlin"]
 
@@ -46,11 +48,7 @@ class EncoderConfig:
 
     def stage_shapes(self, input_dhw: tuple[int, int, int]) -> list[tuple[int, int, int]]:
         """Spatial size (D, H, W) of each stage's feature map for a given input size."""
-        shapes, cur = [], list(input_dhw)
-        for s in self.strides:
-            cur = [-(-c // s) for c in cur]
-            shapes.append(tuple(cur))
-        return shapes
+        return stage_shapes(self.strides, input_dhw)
 
     def arch_kwargs(self) -> dict[str, Any]:
         """The nnU-Net plans 'architecture' entry for this encoder (JSON-serialisable)."""
