@@ -133,29 +133,25 @@ def test_stage_projection_is_norm_mlp_norm() -> None:
 
 
 # ----------------------------------------------------------------------------- injection
-def _block_inputs(dec: Decoder, run) -> list[torch.Tensor]:
+def _inputs_of(modules, run) -> list[torch.Tensor]:
+    """What each module received (its first argument) while `run()` ran."""
     seen: list[torch.Tensor] = []
-    hooks = [b.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
-             for b in dec.blocks]
+    hooks = [m.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone())) for m in modules]
     try:
         run()
     finally:
         for h in hooks:
             h.remove()
     return seen
+
+
+def _block_inputs(dec: Decoder, run) -> list[torch.Tensor]:
+    return _inputs_of(dec.blocks, run)
 
 
 def _mlp_inputs(dec: Decoder, run) -> list[torch.Tensor]:
     """Per block, the residual stream entering the MLP's LayerNorm (after attention and injection)."""
-    seen: list[torch.Tensor] = []
-    hooks = [b.ln2.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
-             for b in dec.blocks]
-    try:
-        run()
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
+    return _inputs_of([b.ln2 for b in dec.blocks], run)
 
 
 def test_decoder_injection_after_attention_at_visual_positions_of_mapped_layers() -> None:
