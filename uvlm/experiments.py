@@ -28,6 +28,11 @@ class ExperimentError(ValueError):
     """An experiment names something that does not exist; the message names the experiment and the key."""
 
 
+def stage1_seg(init: str) -> str | None:
+    """A Stage 2 initialisation as config `stage2_runs` names it ('none', 'C', ...) -> granularity or None."""
+    return None if init == NO_STAGE1 else init
+
+
 def stage1_dir(granularity: str) -> str:
     return f"{MODELS}/stage1/seg_{granularity}"
 
@@ -84,19 +89,12 @@ class Experiment:
             choices = ", ".join(f"{c} (stage {i - len(counts)})" for i, c in enumerate(counts))
             raise ExperimentError(f"experiment '{name}': key 'visual_tokens' = {n} is not the token count of any "
                                   f"encoder stage at grid {list(grid)}; choose one of {choices}")
-        decoder = entry.get("decoder", "own")
-        if decoder not in DECODERS:
-            raise ExperimentError(f"experiment '{name}': key 'decoder' = {decoder!r} is unknown; choose one of "
-                                  f"{sorted(DECODERS)}")
-        injection = entry["injection"]
-        if injection not in ("multi_layer", "input_only"):
-            raise ExperimentError(f"experiment '{name}': key 'injection' = {injection!r}; choose multi_layer "
-                                  "or input_only")
-        # the deepest stage with this count (stages never repeat a count at strides > 1)
+        # the deepest stage with this count (stages never repeat a count at strides > 1); `decoder` and
+        # `injection` values were checked by the config schema's enums before this runs
         ref = max(i for i, c in enumerate(counts) if c == n) - len(counts)
         return cls(name=name, title=entry["title"], seg=entry["seg"], cls=bool(entry["cls"]),
-                   multi_layer=injection == "multi_layer", frozen=bool(entry["freeze_encoder"]),
-                   reference_stage=ref, visual_tokens=n, decoder=decoder)
+                   multi_layer=entry["injection"] == "multi_layer", frozen=bool(entry["freeze_encoder"]),
+                   reference_stage=ref, visual_tokens=n, decoder=entry.get("decoder", "own"))
 
     # ------------------------------------------------------------------ what it needs
     @property
@@ -190,7 +188,7 @@ class Plan:
     def from_config(cls, cfg: dict) -> Plan:
         exps = experiments(cfg)
         run = tuple(exps[n] for n in cfg["run"])
-        listed = [None if s == NO_STAGE1 else s for s in cfg.get("stage2_runs", [])]
+        listed = [stage1_seg(s) for s in cfg.get("stage2_runs", [])]
         segs = {e.seg for e in run if e.cls} | set(listed)
         stage2 = tuple(Stage2Run(s) for s in sorted(segs, key=lambda s: (s is not None, s or "")))
         stage1 = tuple(sorted({e.seg for e in run if e.seg} | {s.seg for s in stage2 if s.seg}))

@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from uvlm.evaluation.tables import format_ci
-from uvlm.experiments import DECODERS, NO_STAGE1, Experiment, Stage2Run, table5_key
+from uvlm.experiments import DECODERS, Experiment, Stage2Run, stage1_seg, table5_key
 
 ORGAN_ORDER = ("pancreatic_lesion", "kidney_lesion", "liver_lesion")  # the paper's column order
 SHORT = {"pancreatic_lesion": "Pancreas", "kidney_lesion": "Kidney", "liver_lesion": "Liver"}
@@ -52,7 +52,7 @@ def table4(published: str | Path, runs: list[Stage2Run], metrics: dict[str, str 
     """One row per Stage 2 initialisation: the paper's CT-RATE numbers beside ours (macro F1 / precision /
     recall at 0.5 on the evaluation split; AUC there and on the hold-out that picked the weights, ours
     only). metrics: {Stage2Run.name: its metrics.json}."""
-    paper = {None if init == NO_STAGE1 else init: vals["ct_rate"]
+    paper = {stage1_seg(init): vals["ct_rate"]
              for init, vals in _published(published, "stage2_table4").items()}
     ours = {r.seg: r for r in runs}
     rows = []
