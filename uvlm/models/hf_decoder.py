@@ -257,17 +257,20 @@ class HFReportGenerator(VisualSide):
         after_eos = (is_eos.cumsum(1) - is_eos) > 0  # strictly after the first eos
         return torch.cat([torch.ones_like(after_eos[:, :1]), ~after_eos], dim=1)
 
-    def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """Logits (B, T, V) at the text positions; logits[:, t] predict input_ids[:, t + 1]."""
+    def forward(self, images: Tensor | None, input_ids: Tensor, attention_mask: Tensor | None = None,
+                skips: list[Tensor | None] | None = None) -> Tensor:
+        """Logits (B, T, V) at the text positions; logits[:, t] predict input_ids[:, t + 1].
+        skips: precomputed encoder stages instead of images (VisualSide.encode)."""
         if attention_mask is None:
             attention_mask = self.real_tokens(input_ids)
-        return self._run(self.encode(images), input_ids, attention_mask, keep=input_ids.shape[1]).logits
+        return self._run(self.encode(images, skips), input_ids, attention_mask, keep=input_ids.shape[1]).logits
 
-    def loss(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def loss(self, images: Tensor | None, input_ids: Tensor, attention_mask: Tensor | None = None,
+             skips: list[Tensor | None] | None = None) -> Tensor:
         """Mean next-token cross-entropy over real text targets (pads ignored, bos never a target)."""
         if attention_mask is None:
             attention_mask = self.real_tokens(input_ids)
-        logits = self(images, input_ids, attention_mask)  # (B, T, V)
+        logits = self(images, input_ids, attention_mask, skips)  # (B, T, V)
         targets = input_ids[:, 1:].masked_fill(~attention_mask[:, 1:].bool(), -100)  # (B, T-1)
         return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 

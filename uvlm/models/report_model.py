@@ -70,10 +70,19 @@ class VisualSide(nn.Module):
             self.encoder.eval()
         return self
 
-    def encode(self, images: Tensor) -> VisualFeatures:
-        """images: (B, 1, D, H, W) -> visual tokens (B, N, dim) and {decoder layer: (B, N, dim)} to inject."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_encoder):
-            skips = self.encoder(images)  # shallow -> deep, (B, C_s, D_s, H_s, W_s)
+    @property
+    def used_stages(self) -> list[int]:
+        """Encoder stages the injector reads (the reference stage and the injected ones)."""
+        return sorted(set(self.injector.mapping) | {self.injector.ref_stage})
+
+    def encode(self, images: Tensor | None, skips: list[Tensor | None] | None = None) -> VisualFeatures:
+        """images: (B, 1, D, H, W) -> visual tokens (B, N, dim) and {decoder layer: (B, N, dim)} to inject.
+
+        skips: the encoder's stages computed beforehand (a frozen encoder's cached features, see
+        uvlm.train.feature_cache); then images is not read, and stages outside used_stages may be None."""
+        if skips is None:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_encoder):
+                skips = self.encoder(images)  # shallow -> deep, (B, C_s, D_s, H_s, W_s)
         ref = skips[self.injector.ref_stage]
         n_ref = ref.shape[2] * ref.shape[3] * ref.shape[4]
         if n_ref != self.config.n_visual_tokens:
@@ -125,21 +134,23 @@ class ReportGenerator(VisualSide):
         h = self.decoder(x, mask, visual.injected, self.vis_slice)  # (B, L, dim)
         return self.decoder.lm_head(h[:, self.n_vision_block:])  # (B, T, V)
 
-    def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def forward(self, images: Tensor | None, input_ids: Tensor, attention_mask: Tensor | None = None,
+                skips: list[Tensor | None] | None = None) -> Tensor:
         """Logits (B, T, V) at the text positions; logits[:, t] predict input_ids[:, t + 1].
 
         input_ids: (B, T) = [bos, text..., eos, pad...]; attention_mask: (B, T), 1 = real token,
-        default ``input_ids != pad_id``.
+        default ``input_ids != pad_id``; skips: precomputed encoder stages instead of images (see encode).
         """
         if attention_mask is None:
             attention_mask = input_ids != self.config.pad_id
-        return self._text_logits(self.encode(images), input_ids, attention_mask)
+        return self._text_logits(self.encode(images, skips), input_ids, attention_mask)
 
-    def loss(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def loss(self, images: Tensor | None, input_ids: Tensor, attention_mask: Tensor | None = None,
+             skips: list[Tensor | None] | None = None) -> Tensor:
         """Mean next-token cross-entropy over real text targets (pads ignored, bos never a target)."""
         if attention_mask is None:
             attention_mask = input_ids != self.config.pad_id
-        logits = self(images, input_ids, attention_mask)  # (B, T, V)
+        logits = self(images, input_ids, attention_mask, skips)  # (B, T, V)
         targets = input_ids[:, 1:].masked_fill(~attention_mask[:, 1:].bool(), -100)  # (B, T-1)
         return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 

@@ -18,6 +18,7 @@ from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder, load
 from uvlm.models.injection import InjectionConfig
 from uvlm.models.report_model import ReportGenerator, ReportModelConfig
 from uvlm.text.tokenizer import SpecialIds, encode_report, load_tokenizer
+from uvlm.train.feature_cache import FeatureCache
 from uvlm.train.fit import Checkpointing, fingerprint, finish, fit
 from uvlm.train.loop import (
     OptimConfig,
@@ -37,6 +38,7 @@ class Stage3Config(OptimConfig):
     max_text_tokens: int = 288  # reports are cut to this many tokens (bos/eos included)
     sampling: str = "balanced"  # "balanced" (rarest positive label, as the authors balance) or "shuffle"
     eval_every: int = 100       # steps between hold-out loss checks; the lowest-loss weights are kept (0: last)
+    feature_cache_gb: float = 4.0  # Frz: encode every volume once if its features fit (0 = encoder every step)
 
 
 def n_visual_tokens(enc_cfg: EncoderConfig, grid: tuple[int, int, int], reference_stage: int) -> int:
@@ -66,14 +68,15 @@ def build_model_config(enc_cfg: EncoderConfig, grid: tuple[int, int, int], decod
 
 
 class LossOf(torch.nn.Module):
-    """forward(images, ids) = model.loss(images, ids), so DDP can wrap the loss computation."""
+    """forward(images, ids, skips) = model.loss(images, ids, skips=skips), so DDP can wrap the loss."""
 
     def __init__(self, model: ReportGenerator):
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        return self.model.loss(images, ids)
+    def forward(self, images: torch.Tensor | None, ids: torch.Tensor,
+                skips: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+        return self.model.loss(images, ids, skips=skips)
 
 
 def pad_batch(seqs: list[list[int]], pad_id: int) -> torch.Tensor:
@@ -113,19 +116,27 @@ def _hf_model(hf: dict, tokenizer_path: str | Path, enc_cfg: EncoderConfig, grid
     return model, mcfg, tok_file, lambda text: encode_text(tok, text, ids, max_text_tokens), ids.pad_id
 
 
+def batch_inputs(data: VolumeDataset, cache: FeatureCache | None, idx: list[int],
+                 device: torch.device) -> tuple[torch.Tensor | None, list[torch.Tensor | None] | None]:
+    """(images, None) read from disk, or (None, cached encoder stages) when the features are cached."""
+    if cache is not None:
+        return None, cache.skips(idx, device)
+    return collate([data[i] for i in idx])["image"].to(device), None
+
+
 @torch.no_grad()
 def holdout_loss(model: torch.nn.Module, data: VolumeDataset, texts: list[list[int]], pad_id: int,
-                 device: torch.device, batch_size: int) -> float:
+                 device: torch.device, batch_size: int, cache: FeatureCache | None = None) -> float:
     """Token-mean next-token cross-entropy over the hold-out reports (what the authors select on)."""
     model.eval()
     total = tokens = 0.0
     for start in range(0, len(data), batch_size):
         idx = list(range(start, min(start + batch_size, len(data))))
-        images = collate([data[i] for i in idx])["image"].to(device)
+        images, skips = batch_inputs(data, cache, idx, device)
         ids = pad_batch([texts[i] for i in idx], pad_id).to(device)
         n = float(sum(len(texts[i]) - 1 for i in idx))  # targets: every token after bos
         with autocast(device):
-            total += float(model.loss(images, ids)) * n
+            total += float(model.loss(images, ids, skips=skips)) * n
         tokens += n
     return total / max(tokens, 1.0)
 
@@ -169,14 +180,22 @@ def train_stage3(train: VolumeDataset, holdout: VolumeDataset, tokenizer_path: s
         batches = balanced_batches(train.labels, cfg.batch_size, seed, rt.rank, rt.world)
     else:
         batches = random_batches(len(train), cfg.batch_size, seed, rt.rank, rt.world)
+    cache = held_cache = None
+    if exp.frozen:  # the encoder's output never changes: encode every volume once
+        cache = FeatureCache.build(model.encoder, train, model.used_stages, rt.device, cfg.batch_size,
+                                   cfg.feature_cache_gb, "stage 3 training features")
+        if cache is not None:
+            held_cache = FeatureCache.build(model.encoder, holdout, model.used_stages, rt.device, cfg.batch_size,
+                                            cfg.feature_cache_gb, "stage 3 hold-out features")
 
     def micro_loss(module: torch.nn.Module, idx: list[int]) -> torch.Tensor:
-        images = collate([train[i] for i in idx])["image"].to(rt.device)
+        images, skips = batch_inputs(train, cache, idx, rt.device)
         # pad may equal eos (HF tokenizers without a pad token): model.loss finds the real tokens
-        return module(images, pad_batch([texts[i] for i in idx], pad_id).to(rt.device))
+        return module(images, pad_batch([texts[i] for i in idx], pad_id).to(rt.device), skips)
 
     def evaluate() -> float:  # higher is better for fit()
-        return -holdout_loss(model, holdout, held_texts, pad_id, rt.device, cfg.batch_size)
+        return -holdout_loss(model, holdout, held_texts, pad_id, rt.device, cfg.batch_size,
+                             held_cache if cache is not None else None)
 
     ck = Checkpointing(Path(str(out_dir) + ".work"), cfg.checkpoint_every,
                        fingerprint(asdict(cfg), mcfg.to_dict(), str(init_dir or ""), seed, len(train),
