@@ -138,3 +138,18 @@ def test_most_frequent_baseline_writes_the_same_bleu_keys(tmp_path: Path) -> Non
                                      n_resamples=30)
     references = [r for _, r in CASED]
     _assert_bleu_keys(metrics, ["Hiatal hernia. Heart size is normal."] * len(references), references, 1e-3)
+
+
+def test_grounding_shuffle_lowers_f1_only_for_image_dependent_reports() -> None:
+    from uvlm.evaluation.evaluate import grounding
+    from uvlm.evaluation.metrics import label_scores
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((60, 18)) < 0.3).astype(int)
+    grounded = grounding([f"report {i}" for i in range(60)], y, y.copy())
+    assert grounded["distinct_reports"] == 60
+    assert grounded["shuffled_macro_f1"] < 0.5 < label_scores(y, y)["macro_f1"]
+    same = np.tile(y[0], (60, 1))  # one report for every volume: the shuffle changes nothing
+    template = grounding(["the  same report"] * 30 + ["the same report "] * 30, y, same)
+    assert template["distinct_reports"] == 1
+    assert template["shuffled_macro_f1"] == pytest.approx(label_scores(y, same)["macro_f1"])

@@ -64,3 +64,35 @@ def test_an_experiment_without_a_paper_row_follows_the_paper_rows(tmp_path: Path
     df = table5(PUBLISHED, [odd, match], fake_metrics(tmp_path, ["sc_ft", "cl_sc"]), "demo")
     assert len(df) == 18 and df["paper_f1"].isna().tolist() == [False] * 17 + [True]
     assert df.iloc[-1]["source"].endswith("sc_ft") and df.iloc[7]["source"].endswith("cl_sc")
+
+
+def _metrics(path: Path, f1: float, ci: tuple[float, float], bleu: float, shuffled: float) -> Path:
+    path.write_text(json.dumps({"macro_f1": f1, "macro_f1_ci": list(ci), "bleu_mean": bleu,
+                                "bleu_mean_ci": [bleu - 0.02, bleu + 0.02], "n_reports": 50,
+                                "distinct_reports": 40, "shuffled_macro_f1": shuffled}))
+    return path
+
+
+def test_claims_verdicts_follow_the_numbers(tmp_path: Path) -> None:
+    from uvlm.evaluation.claims import claims_section
+
+    sc = Experiment("sc", "Seg Cls Rep SC", "CL", True, multi_layer=True, frozen=True)
+    inp = Experiment("inp", "Seg Cls Rep", "CL", True, multi_layer=False, frozen=True)
+    cls_rep = Experiment("cls", "Cls Rep", None, True, multi_layer=False, frozen=True)
+    rep = Experiment("rep", "Rep only", None, False, multi_layer=False, frozen=True)
+    metrics = {"sc": _metrics(tmp_path / "sc.json", 0.50, (0.45, 0.55), 0.40, 0.30),
+               "inp": _metrics(tmp_path / "inp.json", 0.48, (0.43, 0.53), 0.38, 0.30),
+               "cls": _metrics(tmp_path / "cls.json", 0.47, (0.42, 0.52), 0.41, 0.30),
+               "rep": _metrics(tmp_path / "rep.json", 0.30, (0.25, 0.35), 0.41, 0.30)}
+    base = _metrics(tmp_path / "base.json", 0.05, (0.04, 0.06), 0.30, 0.05)
+    text = claims_section([sc, inp, cls_rep, rep], metrics, base)
+    lines = [line for line in text.splitlines() if line.startswith("- Claim")]
+    assert "vs Rep only" in lines[0] and "apart (holds)" in lines[0] and "+0.200" in lines[0]
+    assert "vs Cls -> Rep" in lines[1] and "intervals overlap" in lines[1]
+    assert "Claim 2" in lines[2] and "(+0.020)" in lines[2] and lines[2].endswith(
+        "holds (holds = higher B-mean, and the input-layer row's F1 inside or below the SC row's interval).")
+    assert sum("Claim 3" in line for line in lines) == 4 and "40 distinct reports for 50 volumes" in lines[3]
+    assert "| Most frequent label set (baseline) |" in text.replace("  ", " ").replace("  ", " ")
+    # SC with lower BLEU-mean than its input-layer twin: the claim is reported as not holding
+    metrics["sc"] = _metrics(tmp_path / "sc.json", 0.50, (0.45, 0.55), 0.30, 0.30)
+    assert "does not hold" in claims_section([sc, inp, cls_rep, rep], metrics, base)

@@ -59,7 +59,24 @@ def score(volume_names: list[str], generated: list[str], manifest: pd.DataFrame,
     out["vs_reference_extraction"] = {k: vs_ref[k] for k in ("macro_f1", "macro_precision", "macro_recall")}
     # The extractor's own error: it run on the reference reports, against the label file.
     out["extractor_on_reference_macro_f1"] = label_scores(y_true[ok], y_ref_text[ok])["macro_f1"]
+    out.update(grounding(generated, y_true[ok], y_pred[ok], seed=seed))
     return out
+
+
+def grounding(generated: list[str], y_true: np.ndarray, y_pred: np.ndarray, n_shuffles: int = 20,
+              seed: int = 0) -> dict:
+    """Is each report about its own image? Two checks a template-writing decoder fails:
+
+    distinct_reports: how many different texts were generated (whitespace-normalised);
+    shuffled_macro_f1: macro F1 when every report is scored against another volume's labels (a random
+    permutation of the volumes, mean over n_shuffles). A grounded model loses F1 under the shuffle; one that
+    writes the same findings for every image does not.
+    """
+    rng = np.random.default_rng(seed)
+    shuffled = [label_scores(y_true, y_pred[rng.permutation(len(y_pred))])["macro_f1"] for _ in range(n_shuffles)]
+    return {"distinct_reports": len({" ".join(str(t).split()) for t in generated}),
+            "shuffled_macro_f1": float(np.mean(shuffled)) if len(y_pred) else float("nan"),
+            "shuffled_macro_f1_range": [float(np.min(shuffled)), float(np.max(shuffled))] if len(y_pred) else []}
 
 
 def evaluate_reports(reports_path: str | Path, manifest_path: str | Path, extractor: str = "rules",
