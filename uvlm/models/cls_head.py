@@ -31,10 +31,15 @@ class QueryClassificationHead(nn.Module):
             raise ValueError(f"in_channels {config.in_channels} not divisible by num_heads {config.num_heads}")
         self.config = config
         c, k = config.in_channels, config.num_classes
-        self.queries = nn.Parameter(torch.randn(k, c) * 0.02)  # (K, C)
+        self.queries = nn.Parameter(torch.empty(k, c))  # (K, C)
         self.attn = nn.MultiheadAttention(c, config.num_heads, dropout=config.dropout, batch_first=True)
         self.norm = nn.LayerNorm(c)
         self.fc = nn.Linear(k * c, k)
+        # The authors' initialisation. Queries this large make attention selective from the first step: the
+        # deepest stage is instance-normalised, so a near-uniform average of its tokens carries almost no signal.
+        nn.init.xavier_uniform_(self.queries)
+        nn.init.xavier_uniform_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
 
     def forward(self, deepest: Tensor) -> Tensor:
         """deepest: (B, C, D, H, W) -> logits (B, num_classes)."""
