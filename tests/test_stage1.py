@@ -102,3 +102,13 @@ def test_standalone_nnunet_checkpoint_imports_as_stage1(tmp_path: Path) -> None:
                           n_conv_per_stage_decoder=[1, 1])
     with pytest.raises(ValueError, match=r"features_per_stage': \(\[4, 8, 16\], \[4, 8, 32\]\)"):
         import_stage1(ckpt, tmp_path / "other", other)
+
+
+def test_stage1_trainer_is_found_by_name_like_nnunetv2_train() -> None:
+    from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerAdam
+
+    from uvlm.train.stage1 import find_trainer
+
+    assert find_trainer("nnUNetTrainerAdam") is nnUNetTrainerAdam
+    with pytest.raises(ValueError, match="no nnU-Net v2 trainer class named 'nnUNetTrainerNope'"):
+        find_trainer("nnUNetTrainerNope")

@@ -40,6 +40,7 @@ class Stage1Config:
     val_iterations_per_epoch: int
     initial_lr: float
     augmentation_workers: int = 0
+    trainer: str = "nnUNetTrainer"     # any stock nnU-Net v2 trainer class, by name (as nnUNetv2_train -tr)
 
     @classmethod
     def from_config(cls, cfg: dict) -> Stage1Config:
@@ -96,6 +97,19 @@ def prepare(dataset_dir: Path, dataset_id: int, enc: EncoderConfig, cfg: Stage1C
     return plans
 
 
+def find_trainer(name: str) -> type:
+    """A stock nnU-Net v2 trainer class by name, found the way nnUNetv2_train -tr finds it."""
+    import nnunetv2
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+    found = recursive_find_python_class(str(Path(nnunetv2.__path__[0]) / "training" / "nnUNetTrainer"), name,
+                                        "nnunetv2.training.nnUNetTrainer")
+    if found is None:
+        raise ValueError(f"stage1.trainer: no nnU-Net v2 trainer class named '{name}' (e.g. nnUNetTrainer, "
+                         "nnUNetTrainerAdam)")
+    return found
+
+
 def _training_log(trainer) -> pd.DataFrame:
     """Per-epoch losses, pseudo Dice and LR from nnU-Net's own logger."""
     cols = ("train_losses", "val_losses", "mean_fg_dice", "ema_fg_dice", "lrs")
@@ -131,12 +145,12 @@ def run_stage1(dataset_dir: str | Path, work_dir: str | Path, out_dir: str | Pat
         dist.barrier()
     os.environ["nnUNet_n_proc_DA"] = str(cfg.augmentation_workers)
     from nnunetv2.paths import nnUNet_preprocessed
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+    trainer_class = find_trainer(cfg.trainer)
     pre = Path(nnUNet_preprocessed.require()) / dataset_dir.name
     plans = json.loads((pre / f"{PLANS_NAME}.json").read_text())
     dataset_json = json.loads((pre / "dataset.json").read_text())
-    trainer = nnUNetTrainer(plans={**plans, "continue_training": True}, configuration=CONFIGURATION, fold=0,
+    trainer = trainer_class(plans={**plans, "continue_training": True}, configuration=CONFIGURATION, fold=0,
                             dataset_json=dataset_json, device=device)
     trainer.num_epochs = cfg.epochs
     trainer.num_iterations_per_epoch = cfg.iterations_per_epoch
@@ -158,7 +172,7 @@ def run_stage1(dataset_dir: str | Path, work_dir: str | Path, out_dir: str | Pat
         classes = {str(v): k for k, v in dataset_json["labels"].items()}
         save_encoder(net.encoder, enc, partial, extra={
             "stage": 1, "dataset": dataset_dir.name, "classes": classes, "spacing_mm": cfg.spacing_mm,
-            "patch_size": cfg.patch_size, "epochs": cfg.epochs,
+            "patch_size": cfg.patch_size, "epochs": cfg.epochs, "trainer": cfg.trainer,
         })
         _training_log(trainer).to_csv(partial / "training_log.csv", index=False)
         shutil.copyfile(pre / f"{PLANS_NAME}.json", partial / "plans.json")
