@@ -143,10 +143,15 @@ def test_gradient_accumulation_equals_the_larger_batch(tmp_path: Path) -> None:
     train_stage2(train, holdout, None, None, ENC, s2cfg(batch_size=2, accum_steps=2, **common), tmp_path / "acc", "cpu", 1, 0)
     train_stage2(train, holdout, None, None, ENC, s2cfg(batch_size=2, accum_steps=1, **common), tmp_path / "small", "cpu", 1, 0)
     a, b, c = weights(tmp_path / "big"), weights(tmp_path / "acc"), weights(tmp_path / "small")
-    # Conv biases in front of InstanceNorm get a gradient that is exactly zero in theory (the norm removes
-    # per-channel constants), so AdamW turns their float noise into full-size steps: leave them out.
+    # Conv biases in front of InstanceNorm, and the attention's key bias (softmax ignores a constant added to
+    # every logit of a query), get a gradient that is exactly zero in theory, so AdamW turns their float noise
+    # into full-size steps: leave them out.
     keys = [k for k in a if not (k.startswith("encoder.") and k.endswith("bias") and ".norm" not in k)]
     assert len(keys) > len(a) / 2
+    for w in (a, b, c):
+        bias = w.pop("head.attn.in_proj_bias")  # (3C,) = query, key, value biases
+        w["head.attn.q_and_v_bias"] = torch.cat([bias[:len(bias) // 3], bias[2 * len(bias) // 3:]])
+    keys = [k if k != "head.attn.in_proj_bias" else "head.attn.q_and_v_bias" for k in keys]
     worst = max((a[k] - b[k]).abs().max().item() for k in keys)
     assert worst < 2e-4
     assert max((a[k] - c[k]).abs().max().item() for k in keys) > 50 * worst  # half the batch is a different run
@@ -280,3 +285,31 @@ def test_visual_tokens_from_the_experiment_and_mapping_from_the_config(tmp_path:
     torch.manual_seed(0)  # the random encoder train_stage3 built (setup_runtime seeds with the seed, 0)
     fresh = build_encoder(ENC).state_dict()
     assert all(torch.equal(v, fresh[k]) for k, v in model.encoder.state_dict().items())
+
+
+def test_frozen_encoder_feature_cache_gives_the_same_weights(tmp_path: Path) -> None:
+    """Stage 3 with Frz encodes each volume once; the run must match running the encoder every step."""
+    train = dataset(tmp_path / "d")
+    tok = tmp_path / "tok.json"
+    train_bpe(TEXTS * 4, 80, tok, min_frequency=1)
+    args = (train, dataset(tmp_path / "h", 2, seed=2), tok, None, ENC, GRID, {**DECODER, "dropout": 0.0})
+    train_stage3(*args, s3cfg(eval_every=2, feature_cache_gb=1.0), FROZEN_SC, tmp_path / "cached", "cpu", 1, 0)
+    train_stage3(*args, s3cfg(eval_every=2, feature_cache_gb=0.0), FROZEN_SC, tmp_path / "direct", "cpu", 1, 0)
+    cached, direct = weights(tmp_path / "cached"), weights(tmp_path / "direct")
+    assert cached.keys() == direct.keys()
+    for k in cached:
+        torch.testing.assert_close(cached[k], direct[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_feature_cache_refuses_when_over_budget(tmp_path: Path) -> None:
+    from uvlm.train.feature_cache import FeatureCache
+
+    data = dataset(tmp_path / "d", 4)
+    enc = build_encoder(ENC)
+    cache = FeatureCache.build(enc, data, [0, 2], torch.device("cpu"), 2, max_gb=1.0)
+    assert cache is not None and len(cache) == 4
+    skips = cache.skips([3, 1], torch.device("cpu"))
+    assert skips[1] is None and skips[0].shape == (2, 4, *GRID)
+    with torch.no_grad():
+        torch.testing.assert_close(skips[2], enc(torch.stack([data[3]["image"], data[1]["image"]]))[2])
+    assert FeatureCache.build(enc, data, [0, 2], torch.device("cpu"), 2, max_gb=1e-9) is None

@@ -9,6 +9,8 @@ rule evaluate:
         evaluation=config["evaluation"],
     log:
         "results/logs/evaluate/{experiment}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{experiment}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -29,6 +31,8 @@ rule baseline:
         evaluation=config["evaluation"],
     log:
         "results/logs/evaluate/baseline.log",
+    benchmark:
+        "results/benchmarks/baseline.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -50,6 +54,8 @@ rule abdomen_eval:
         evaluation=config["evaluation"],
     log:
         "results/logs/evaluate/abdomen_atlas.log",
+    benchmark:
+        "results/benchmarks/abdomen_eval.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -80,6 +86,8 @@ rule tables:
         out=lambda wc, output: os.path.dirname(output[0]),
     log:
         "results/logs/tables.log",
+    benchmark:
+        "results/benchmarks/tables.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -108,6 +116,8 @@ rule figures:
         out=lambda wc, output: os.path.dirname(output[0]),
     log:
         "results/logs/figures.log",
+    benchmark:
+        "results/benchmarks/figures.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -131,6 +141,8 @@ rule report_html:
         config=EFFECTIVE_CONFIG,
     log:
         "results/logs/report_html.log",
+    benchmark:
+        "results/benchmarks/report_html.tsv"
     threads: 1
     resources:
         mem_mb=1000,

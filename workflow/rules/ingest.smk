@@ -55,6 +55,8 @@ checkpoint stage1_cases:
         shard_size=config["shard_size"],
     log:
         "results/logs/stage1_cases.log",
+    benchmark:
+        "results/benchmarks/stage1_cases.tsv"
     threads: 1
     resources:
         mem_mb=4000,

@@ -14,7 +14,8 @@ rule labels_shard:
     log:
         "results/logs/labels/shard_{shard}.log",
     benchmark:
-        "results/benchmarks/labels/shard_{shard}.tsv"
+        "results/benchmarks/labels_shard/shard_{shard}.tsv"
+    priority: 3
     threads: 1
     resources:
         mem_mb=4000,
@@ -39,7 +40,7 @@ rule abdomen_labels_shard:
     log:
         "results/logs/labels_abdomen/shard_{shard}.log",
     benchmark:
-        "results/benchmarks/labels_abdomen/shard_{shard}.tsv"
+        "results/benchmarks/abdomen_labels_shard/shard_{shard}.tsv"
     threads: 1
     resources:
         mem_mb=8000,
@@ -62,6 +63,8 @@ rule abdomen_qc:
         out=lambda wc, output: os.path.dirname(output[0]),
     log:
         "results/logs/qc/abdomen_atlas.log",
+    benchmark:
+        "results/benchmarks/abdomen_qc.tsv"
     threads: 1
     resources:
         mem_mb=2000,

@@ -10,7 +10,7 @@ rule preprocess_shard:
     log:
         "results/logs/preprocess/shard_{shard}.log",
     benchmark:
-        "results/benchmarks/preprocess/shard_{shard}.tsv"
+        "results/benchmarks/preprocess_shard/shard_{shard}.tsv"
     threads: 1
     resources:
         mem_mb=4000,

@@ -13,7 +13,8 @@ rule pseudolabel_shard:
     log:
         "results/logs/pseudolabels/{labeler}/shard_{shard}.log",
     benchmark:
-        "results/benchmarks/pseudolabels/{labeler}/shard_{shard}.tsv"
+        "results/benchmarks/pseudolabel_shard/{labeler}/shard_{shard}.tsv"
+    priority: 3
     threads: 1
     resources:
         mem_mb=lambda wc: 16000 if labeler_gpus(wc.labeler) else 4000,
@@ -41,7 +42,7 @@ rule pseudolabel_qc:
     log:
         "results/logs/qc/{labeler}.log",
     benchmark:
-        "results/benchmarks/qc/{labeler}.tsv"
+        "results/benchmarks/pseudolabel_qc/{labeler}.tsv"
     threads: 1
     resources:
         mem_mb=4000,

@@ -35,6 +35,7 @@ rule nnunet_export:
         "results/logs/nnunet_export/{gran}.log",
     benchmark:
         "results/benchmarks/nnunet_export/{gran}.tsv"
+    priority: 3
     threads: 1
     resources:
         mem_mb=2000,
@@ -61,6 +62,7 @@ rule stage1:
         "results/logs/stage1/seg_{gran}.log",
     benchmark:
         "results/benchmarks/stage1/seg_{gran}.tsv"
+    priority: 3  # the critical path (Stage 1 labels -> Stage 1 -> 2 -> 3) first
     threads: config["threads"]
     resources:
         mem_mb=8000,
@@ -84,6 +86,8 @@ rule stage1_import:
         encoder=config["encoder"],
     log:
         "results/logs/stage1/import_seg_{gran}.log",
+    benchmark:
+        "results/benchmarks/stage1_import/seg_{gran}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -116,6 +120,7 @@ rule stage2:
         "results/logs/stage2/cls_{init}.log",
     benchmark:
         "results/benchmarks/stage2/cls_{init}.tsv"
+    priority: 2
     threads: config["threads"]
     resources:
         mem_mb=8000,
