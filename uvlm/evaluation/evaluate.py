@@ -72,11 +72,14 @@ def grounding(generated: list[str], y_true: np.ndarray, y_pred: np.ndarray, n_sh
     permutation of the volumes, mean over n_shuffles). A grounded model loses F1 under the shuffle; one that
     writes the same findings for every image does not.
     """
-    rng = np.random.default_rng(seed)
-    shuffled = [label_scores(y_true, y_pred[rng.permutation(len(y_pred))])["macro_f1"] for _ in range(n_shuffles)]
-    return {"distinct_reports": len({" ".join(str(t).split()) for t in generated}),
-            "shuffled_macro_f1": float(np.mean(shuffled)) if len(y_pred) else float("nan"),
-            "shuffled_macro_f1_range": [float(np.min(shuffled)), float(np.max(shuffled))] if len(y_pred) else []}
+    out = {"distinct_reports": len({" ".join(str(t).split()) for t in generated}),
+           "shuffled_macro_f1": float("nan"), "shuffled_macro_f1_range": []}
+    if len(y_pred):
+        rng = np.random.default_rng(seed)
+        shuffled = [label_scores(y_true, y_pred[rng.permutation(len(y_pred))])["macro_f1"] for _ in range(n_shuffles)]
+        out.update(shuffled_macro_f1=float(np.mean(shuffled)),
+                   shuffled_macro_f1_range=[float(np.min(shuffled)), float(np.max(shuffled))])
+    return out
 
 
 def evaluate_reports(reports_path: str | Path, manifest_path: str | Path, extractor: str = "rules",
