@@ -49,7 +49,7 @@ def table(seeds: list[int]) -> str:
     for seed in seeds:
         folder = OUT / f"seed_{seed}"
         row = {"seed": seed, "wall (s)": json.loads((folder / "run.json").read_text())["wall_s"]}
-        for title, name in [("Baseline", "baseline"), *[(e.title, e.name) for e in exps]]:
+        for title, name in [("Baseline", "baseline_most_frequent"), *[(e.title, e.name) for e in exps]]:
             m = json.loads((folder / "metrics" / f"{name}.json").read_text())
             lo, hi = m["macro_f1_ci"]
             row[f"{title}: F1"] = f"{m['macro_f1']:.3f} [{lo:.3f}-{hi:.3f}]"
