@@ -194,8 +194,7 @@ def train_stage3(train: VolumeDataset, holdout: VolumeDataset, tokenizer_path: s
         return module(images, pad_batch([texts[i] for i in idx], pad_id).to(rt.device), skips)
 
     def evaluate() -> float:  # higher is better for fit()
-        return -holdout_loss(model, holdout, held_texts, pad_id, rt.device, cfg.batch_size,
-                             held_cache if cache is not None else None)
+        return -holdout_loss(model, holdout, held_texts, pad_id, rt.device, cfg.batch_size, held_cache)
 
     ck = Checkpointing(Path(str(out_dir) + ".work"), cfg.checkpoint_every,
                        fingerprint(asdict(cfg), mcfg.to_dict(), str(init_dir or ""), seed, len(train),
