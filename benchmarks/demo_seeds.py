@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from uvlm.config import DEFAULT_CONFIG
+from uvlm.config import load_config
 from uvlm.experiments import Plan
 
 OUT = Path("benchmarks/results/demo_seeds")
@@ -43,8 +42,7 @@ def run_seed(seed: int, cores: int) -> float:
 
 
 def table(seeds: list[int]) -> str:
-    cfg = yaml.safe_load(Path(DEFAULT_CONFIG).read_text())
-    exps = list(Plan.from_config(cfg).experiments)
+    exps = list(Plan.from_config(load_config()).experiments)
     rows, claims = [], []
     for seed in seeds:
         folder = OUT / f"seed_{seed}"

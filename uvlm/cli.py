@@ -307,7 +307,6 @@ def cmd_tables(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.evaluation.claims import claims_section
     from uvlm.evaluation.tables import main_table, write_table
     from uvlm.experiments import Plan
-    from uvlm.io import write_text
 
     out = Path(a.out_dir)
     plan = Plan.from_config(cfg)
@@ -320,9 +319,8 @@ def cmd_tables(a: argparse.Namespace, cfg: dict) -> None:
                 f"(never read by training or model selection); ours is experiment '{main.name}'. Labels extracted "
                 f"from generated reports by the {cfg['evaluation']['extractor']} extractor; F1/Prec./Rec. are "
                 "macro means over the 18 CT-RATE labels; BLEU is corpus BLEU on a 0-1 scale, the authors' way "
-                "(case and punctuation kept, pycocoevalcap Bleu(4)); CIs are 95% bootstrap intervals over reports.")
-    write_text((out / "main.md").read_text() + "\n" + claims_section(list(plan.experiments), metrics, a.baseline),
-               out / "main.md")
+                "(case and punctuation kept, pycocoevalcap Bleu(4)); CIs are 95% bootstrap intervals over reports.",
+                footer=claims_section(list(plan.experiments), metrics, a.baseline))
     stage2 = {r.name: Path(r.dir) / "metrics.json" for r in plan.stage2}
     write_table(table4(a.published, list(plan.stage2), stage2, label), out / "table4_classification.csv",
                 out / "table4_classification.md",

@@ -54,6 +54,7 @@ def to_markdown(df: pd.DataFrame, caption: str) -> str:
     return f"{caption}\n\n{body}\n"
 
 
-def write_table(df: pd.DataFrame, csv_path: str | Path, md_path: str | Path, caption: str) -> None:
+def write_table(df: pd.DataFrame, csv_path: str | Path, md_path: str | Path, caption: str, footer: str = "") -> None:
+    """CSV and Markdown of one table; footer: Markdown appended after the table (main.md's claims section)."""
     write_text(df.to_csv(index=False, float_format="%.4f"), csv_path)
-    write_text(to_markdown(df, caption), md_path)
+    write_text(to_markdown(df, caption) + (f"\n{footer}" if footer else ""), md_path)
