@@ -66,7 +66,7 @@ def cmd_demo_data(a: argparse.Namespace, cfg: dict) -> None:
     phantom = PhantomConfig(shape=tuple(d["shape"]), spacing_mm=tuple(d["spacing_mm"]))
     write_demo_ct_rate(Path(a.out), DemoConfig(n_patients=d["n_patients"], valid_fraction=d["valid_fraction"],
                                                abnormality_prob=d["abnormality_prob"], seed=cfg["seed"],
-                                               phantom=phantom))
+                                               report_style=d["report_style"], phantom=phantom))
 
 
 def cmd_ingest(a: argparse.Namespace, cfg: dict) -> None:

@@ -48,6 +48,7 @@ class DemoConfig:
     multi_scan_fraction: float = 0.25  # patients with a follow-up scan
     multi_recon_fraction: float = 0.3  # scans with a second reconstruction
     abnormality_prob: float = 0.3  # each label independently
+    report_style: str = "varied"  # varied (CT-RATE-like) | structured (every label in a fixed place)
     seed: int = 0
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
 
@@ -176,7 +177,7 @@ def write_demo_ct_rate(out_root: Path, cfg: DemoConfig | None = None, progress: 
             phantoms = make_reconstructions(rng, cfg.phantom, scan.abnormalities, scan.anatomy,
                                             tuple(range(1, scan.n_recons + 1)))
             findings, impressions = make_report(rng, scan.abnormalities,
-                                                {**phantoms[0].details, "previous": scan.previous})
+                                                {**phantoms[0].details, "previous": scan.previous}, cfg.report_style)
             clinical = NOT_GIVEN if rng.random() < 0.4 else str(rng.choice(CLINICAL))
             manufacturer = str(rng.choice(MANUFACTURERS))
             table_z = -round(float(rng.uniform(150, 350)), 1)
