@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
+from sklearn.metrics import roc_auc_score
 
 import uvlm.train.fit as fit_module
 from uvlm.constants import CT_RATE_LABELS
@@ -313,3 +314,54 @@ def test_feature_cache_refuses_when_over_budget(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(skips[2], enc(torch.stack([data[3]["image"], data[1]["image"]]))[2])
     assert FeatureCache.build(enc, data, [0, 2], torch.device("cpu"), 2, max_gb=1e-9) is None
+
+
+def _planted_reports(n: int, seed: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Deepest-stage features (N, 64, 2, 3, 3) of noise in which one token of one channel is raised for
+    positives, and the reports [bos, 10, 11, 12 (positive) or 13 (negative), 14, eos] that state it."""
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.rand(n, generator=g) < 0.3).long()  # (N,)
+    deep = torch.randn(n, 64, 2, 3, 3, generator=g)
+    deep[:, 5, 1, 1, 1] += 3.0 * y
+    ids = torch.tensor([[2, 10, 11, 12 if label else 13, 14, 3] for label in y.tolist()])  # (N, 6)
+    return [None, None, None, None, deep], ids, y
+
+
+def test_demo_decoder_learns_to_read_a_finding_from_the_visual_tokens() -> None:
+    """With the demo's decoder and Stage 3 LR, a finding planted in one visual token is learned within a few
+    hundred steps: held-out reports score far better with their own features than with another volume's.
+    (At 4x this LR the demo's decoder learned the reports' prior and never read the image.)"""
+    from uvlm.config import load_config
+    from uvlm.models.decoder import DecoderConfig
+    from uvlm.models.injection import InjectionConfig
+    from uvlm.models.report_model import ReportGenerator, ReportModelConfig
+
+    cfg = load_config(Path(__file__).parent.parent / "config" / "config.yaml")
+    d, s3 = cfg["stage3"]["decoder"], cfg["stage3"]
+    enc_cfg = EncoderConfig.from_config(cfg["encoder"])
+    torch.manual_seed(0)
+    model = ReportGenerator(ReportModelConfig(
+        DecoderConfig(vocab_size=40, dim=d["dim"], n_layers=d["n_layers"], n_heads=d["n_heads"],
+                      dropout=d["dropout"], max_seq_len=40),
+        InjectionConfig(enc_cfg.features_per_stage, d["dim"], None, -1, "input_only"), n_visual_tokens=18),
+        build_encoder(enc_cfg))
+    skips, ids, _ = _planted_reports(256, seed=1)
+    held_skips, held_ids, held_y = _planted_reports(128, seed=2)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s3["lr"])
+    rng = np.random.default_rng(0)
+    model.train()
+    for _ in range(400):
+        idx = torch.as_tensor(rng.choice(len(ids), s3["batch_size"], replace=False))
+        loss = model.loss(None, ids[idx], skips=[None if s is None else s[idx] for s in skips])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    perm = torch.as_tensor(np.random.default_rng(1).permutation(len(held_ids)))
+    with torch.no_grad():
+        own = model.loss(None, held_ids, skips=held_skips).item()
+        other = model.loss(None, held_ids, skips=[None if s is None else s[perm] for s in held_skips]).item()
+        logits = model(None, held_ids, skips=held_skips)[:, 2]  # the position that predicts token 3 (the finding)
+    assert own < 0.5 * other, (own, other)
+    # how much more the decoder favours the positive sentence ranks positives above negatives
+    assert roc_auc_score(held_y.numpy(), (logits[:, 12] - logits[:, 13]).numpy()) > 0.9
