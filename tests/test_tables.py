@@ -96,3 +96,8 @@ def test_claims_verdicts_follow_the_numbers(tmp_path: Path) -> None:
     # SC with lower BLEU-mean than its input-layer twin: the claim is reported as not holding
     metrics["sc"] = _metrics(tmp_path / "sc.json", 0.50, (0.45, 0.55), 0.30, 0.30)
     assert "does not hold" in claims_section([sc, inp, cls_rep, rep], metrics, base)
+    # the pretrained row below Cls -> Rep: within its interval, then wholly below it
+    metrics["cls"] = _metrics(tmp_path / "cls.json", 0.52, (0.47, 0.57), 0.41, 0.30)
+    assert "-0.020, lower, intervals overlap." in claims_section([sc, inp, cls_rep, rep], metrics, base)
+    metrics["cls"] = _metrics(tmp_path / "cls.json", 0.70, (0.65, 0.75), 0.41, 0.30)
+    assert "-0.200, lower, intervals apart (reversed)." in claims_section([sc, inp, cls_rep, rep], metrics, base)

@@ -48,11 +48,12 @@ def claim_progressive(exps: list[Experiment], m: dict[str, dict]) -> list[str]:
         others = [e for e in exps if e.seg == seg and e.cls == cls and e.decoder == "own"]
         for o in others:
             r = m[o.name]
-            apart = _apart(b, r)
+            verdict = ("intervals apart (holds)" if _apart(b, r) else "lower, intervals apart (reversed)"
+                       if _apart(r, b) else "intervals overlap" if b["macro_f1"] >= r["macro_f1"]
+                       else "lower, intervals overlap")
             lines.append(f"Claim 1 vs {label}: {best.title} F1 {b['macro_f1']:.3f} [{format_ci(b['macro_f1_ci'])}] "
                          f"against {o.title} {r['macro_f1']:.3f} [{format_ci(r['macro_f1_ci'])}]: "
-                         f"{b['macro_f1'] - r['macro_f1']:+.3f}, intervals "
-                         f"{'apart (holds)' if apart else 'overlap' if b['macro_f1'] > r['macro_f1'] else 'reversed'}.")
+                         f"{b['macro_f1'] - r['macro_f1']:+.3f}, {verdict}.")
     if not lines:
         lines.append("Claim 1: no Rep only or Cls -> Rep row was run.")
     return lines
