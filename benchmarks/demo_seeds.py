@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from uvlm.config import load_config
+from uvlm.evaluation.claims import claim_lines
 from uvlm.experiments import Plan
 
 OUT = Path("benchmarks/results/demo_seeds")
@@ -53,8 +54,8 @@ def table(seeds: list[int]) -> str:
             row[f"{title}: F1"] = f"{m['macro_f1']:.3f} [{lo:.3f}-{hi:.3f}]"
             row[f"{title}: B-mean"] = f"{m['bleu_mean']:.3f}"
         rows.append(row)
-        text = (folder / "tables" / "main.md").read_text()
-        claims += [f"- seed {seed}: {line[2:]}" for line in text.splitlines() if line.startswith(("- Claim 1", "- Claim 2", "- Claim 3"))]
+        metrics = {e.name: json.loads((folder / "metrics" / f"{e.name}.json").read_text()) for e in exps}
+        claims += [f"- seed {seed}: {line}" for line in claim_lines(exps, metrics)]
     df = pd.DataFrame(rows).set_index("seed").T
     return ("# The demo over seeds\n\nEach column is one full `snakemake --cores 2 all --config seed=N` from the "
             "same checkout. F1: macro F1 with its 95% bootstrap interval over reports; B-mean: BLEU-mean.\n\n"

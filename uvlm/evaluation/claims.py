@@ -88,6 +88,11 @@ def claim_grounding(exps: list[Experiment], m: dict[str, dict]) -> list[str]:
     return lines
 
 
+def claim_lines(exps: list[Experiment], m: dict[str, dict]) -> list[str]:
+    """One verdict line per claim check, from each experiment's metrics (name -> metrics JSON dict)."""
+    return claim_progressive(exps, m) + claim_injection(exps, m) + claim_grounding(exps, m)
+
+
 def claims_section(exps: list[Experiment], metrics: dict[str, str | Path], baseline_path: str | Path) -> str:
     """Markdown: one table of every experiment run (and the baseline), then one line per claim check."""
     m = {e.name: json.loads(Path(metrics[e.name]).read_text()) for e in exps}
@@ -95,7 +100,7 @@ def claims_section(exps: list[Experiment], metrics: dict[str, str | Path], basel
     rows += [_row(e.title, m[e.name]) for e in exps]
     df = pd.DataFrame(rows, columns=list(COLUMNS)).rename(columns=COLUMNS)
     df = df.astype(object).where(df.notna(), None)
-    lines = claim_progressive(exps, m) + claim_injection(exps, m) + claim_grounding(exps, m)
+    lines = claim_lines(exps, m)
     return ("## The paper's claims on our rows\n\nEvery experiment run, on the same split and with the same "
             "extractor as above.\n\n" + df.to_markdown(index=False, floatfmt=".3f", missingval="") + "\n\n"
             + "\n".join(f"- {line}" for line in lines) + "\n")
