@@ -147,11 +147,11 @@ def fit(model: torch.nn.Module, train_module: torch.nn.Module, optimizer: torch.
             score = float("-inf") if smoothed is None else smoothed
             progress.rows[-1].update(holdout=raw, holdout_smoothed=score)
             model.train()
-            log.info("%s step %d: hold-out score %.4f, smoothed %.4f (best %.4f)", stage, step, raw, score,
-                     best.get("value", float("nan")))
             if not best or score > best["value"]:
                 best = {"step": step, "value": score,
                         "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            log.info("%s step %d: hold-out score %.4f, smoothed %.4f (best %.4f at step %d)", stage, step, raw,
+                     score, best["value"], best["step"])
         if ck.every and (step % ck.every == 0 or step == cfg.steps) and rt.is_main:
             save_checkpoint(ck, model, optimizer, step, progress, gens, best, smoothed)
             last_saved = step
