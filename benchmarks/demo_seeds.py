@@ -48,13 +48,14 @@ def table(seeds: list[int]) -> str:
     for seed in seeds:
         folder = OUT / f"seed_{seed}"
         row = {"seed": seed, "wall (s)": json.loads((folder / "run.json").read_text())["wall_s"]}
-        for title, name in [("Baseline", "baseline_most_frequent"), *[(e.title, e.name) for e in exps]]:
-            m = json.loads((folder / "metrics" / f"{name}.json").read_text())
+        names = {"baseline_most_frequent": "Baseline", **{e.name: e.title for e in exps}}
+        metrics = {name: json.loads((folder / "metrics" / f"{name}.json").read_text()) for name in names}
+        for name, title in names.items():
+            m = metrics[name]
             lo, hi = m["macro_f1_ci"]
             row[f"{title}: F1"] = f"{m['macro_f1']:.3f} [{lo:.3f}-{hi:.3f}]"
             row[f"{title}: B-mean"] = f"{m['bleu_mean']:.3f}"
         rows.append(row)
-        metrics = {e.name: json.loads((folder / "metrics" / f"{e.name}.json").read_text()) for e in exps}
         claims += [f"- seed {seed}: {line}" for line in claim_lines(exps, metrics)]
     df = pd.DataFrame(rows).set_index("seed").T
     return ("# The demo over seeds\n\nEach column is one full `snakemake --cores 2 all --config seed=N` from the "
