@@ -8,7 +8,7 @@
    and without the KV cache and with 4-beam search (ratios from the same run).
    Built to finish within 8 minutes on one H100 (about 2 on the H200 it was last run on).
 Writes a JSON summary to $OUT/gpu_check.json (or ./gpu_check.json) and prints it.
-Usage: python benchmarks/gpu_check.py [--quick]
+Usage: python benchmarks/gpu_check.py [--quick | --cpu-dry-run]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +67,8 @@ def synthetic_rows(folder: Path, n: int, grid: tuple[int, int, int], rng: np.ran
     return pd.DataFrame(rows)
 
 
-@section("real_training_functions_on_cuda")
-def check_training_functions(tmp: Path) -> dict:
+@section("real_training_functions")
+def check_training_functions(tmp: Path, device: str) -> dict:
     from uvlm.experiments import Experiment
     from uvlm.generate import generate_reports
     from uvlm.train.stage2 import Stage2Config, train_stage2
@@ -79,17 +80,26 @@ def check_training_functions(tmp: Path) -> dict:
     rows = synthetic_rows(tmp, 12, grid, rng)
     data = VolumeDataset(rows)
     s2 = Stage2Config(steps=6, batch_size=4, lr=1e-3, encoder_lr_mult=0.1, weight_decay=0.01, grad_clip=12.0)
-    metrics = train_stage2(data, data, data, None, enc, s2, tmp / "s2", "cuda", 4, 0)
+    metrics = train_stage2(data, data, data, None, enc, s2, tmp / "s2", device, 4, 0)
     train_bpe(rows["report_text"].tolist() * 5, 300, tmp / "tok.json")
     s3 = Stage3Config(steps=6, batch_size=4, lr=1e-3, encoder_lr_mult=0.1, weight_decay=0.01, grad_clip=1.0,
                       max_text_tokens=64)
     exp = Experiment("sc_frz", "SC + Frz", None, True, multi_layer=True, frozen=True)
-    train_stage3(data, data, tmp / "tok.json", tmp / "s2", enc, grid,
-                 {"dim": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.0}, s3, exp, tmp / "s3", "cuda", 4, 0)
-    df = generate_reports(tmp / "s3", data, tmp / "reports.parquet", 16, 6, "cuda", 4)
+    decoder = {"dim": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.0}
+    # Frz: the same run with the frozen encoder's features cached once and recomputed every step
+    holdout_loss = {}
+    for name, gb in (("s3", 1.0), ("s3_nocache", 0.0)):
+        cfg3 = Stage3Config(**{**asdict(s3), "feature_cache_gb": gb})
+        t0 = time.monotonic()
+        train_stage3(data, data, tmp / "tok.json", tmp / "s2", enc, grid, decoder, cfg3, exp, tmp / name, device, 4, 0)
+        cfg = json.loads((tmp / name / "config.json").read_text())
+        holdout_loss[name] = {"holdout_loss": cfg["holdout_loss"], "s": round(time.monotonic() - t0, 2)}
+    df = generate_reports(tmp / "s3", data, tmp / "reports.parquet", 16, 6, device, 4)
     model, _ = load_report_model(tmp / "s3", torch.device("cpu"))  # the folder reloads on the CPU
     log2 = pd.read_csv(tmp / "s2" / "training_log.csv")
-    return {"stage2_val_auc": metrics["macro_auc"], "stage2_loss_first_last": [log2["loss"].iloc[0], log2["loss"].iloc[-1]],
+    return {"device": device, "stage2_val_auc": metrics["macro_auc"],
+            "stage2_loss_first_last": [log2["loss"].iloc[0], log2["loss"].iloc[-1]],
+            "stage3_frozen_cached_vs_recomputed": holdout_loss,
             "generated": int(len(df)), "mean_tokens": float(df["n_tokens"].mean()),
             "reloaded_params": sum(p.numel() for p in model.parameters())}
 
@@ -125,12 +135,16 @@ def bench_generation(cfg: dict, new_tokens: int) -> dict:
 
 def main() -> None:
     quick = "--quick" in sys.argv
+    if "--cpu-dry-run" in sys.argv:  # the real-function section on the CPU: checks this script against the API
+        with tempfile.TemporaryDirectory() as d:
+            check_training_functions(Path(d), "cpu")
+        return
     assert torch.cuda.is_available(), "this script needs a CUDA GPU"
     RESULTS["device"] = {"name": torch.cuda.get_device_name(0), "torch": torch.__version__}
     cfg = yaml.safe_load((REPO / "config" / "ct_rate.yaml").read_text())
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        check_training_functions(tmp)
+        check_training_functions(tmp, "cuda")
         bench_steps(cfg, 3 if quick else 10)
         bench_generation(cfg, 64 if quick else 256)
     out = Path(os.environ.get("OUT", ".")) / "gpu_check.json"
