@@ -79,6 +79,8 @@ def main() -> None:
         (work / "results" / "manifest").mkdir(parents=True)
         manifest.to_parquet(work / "results" / "manifest" / "ct_rate.parquet")
         cases.to_parquet(work / "results" / "manifest" / "ct_rate_stage1.parquet")
+        pd.DataFrame(columns=["volume_name", "file"]).to_csv(work / "results" / "manifest" / "ct_rate_unlisted.csv",
+                                                             index=False)  # ingest's second output
         cmd = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", f"--configfile={work / 'scale.yaml'}",
                "all"]
         start = time.perf_counter()

@@ -28,7 +28,7 @@ def _inputs(work: Path) -> None:
         present = [c for c in CT_RATE_LABELS if rng.random() < 0.3]
         text = "Findings: " + " ".join(f"{c} is seen." for c in present) or "Findings: normal."
         rows.append({"volume_name": f"valid_{i}_a_1", "split": "valid", "report_text": text,
-                     **{c: int(c in present) for c in CT_RATE_LABELS}})
+                     "labels_known": True, "has_report": True, **{c: int(c in present) for c in CT_RATE_LABELS}})
         keep = present[: max(len(present) - 1, 0)]  # the "generated" report misses one finding
         reports.append({"volume_name": f"valid_{i}_a_1", "generated": "Findings: " + " ".join(f"{c} is seen." for c in keep),
                         "reference": text})
@@ -92,10 +92,11 @@ def _cased_manifest() -> pd.DataFrame:
     rows = []
     for i, (_, ref) in enumerate(CASED):
         rows.append({"volume_name": f"valid_{i}_a_1", "split": "valid", "image_exists": True, "report_text": ref,
+                     "labels_known": True, "has_report": True,
                      **{c: int(i % 3 == k % 3) for k, c in enumerate(CT_RATE_LABELS)}})
     for i in range(3):
         rows.append({"volume_name": f"train_{i}_a_1", "split": "train", "image_exists": True,
-                     "report_text": "Hiatal hernia. Heart size is normal.",
+                     "report_text": "Hiatal hernia. Heart size is normal.", "labels_known": True, "has_report": True,
                      **{c: int(c == "Hiatal hernia") for c in CT_RATE_LABELS}})
     return pd.DataFrame(rows)
 

@@ -210,9 +210,12 @@ def test_optional_classes_must_come_last(tmp_path: Path) -> None:
         load_label_map(path, "X")
 
 
-def _write_case(folder: Path, name: str, shape=(4, 5, 6)) -> tuple[str, str, str]:
-    """Image, anatomy map (in folder/anatomy with classes.json) and a one-finding lesion npz."""
-    img = sitk.GetImageFromArray(np.full(shape, -1000, np.int16))
+def _write_case(folder: Path, name: str, shape=(8, 5, 6)) -> tuple[str, str, str]:
+    """Image (air with a block of tissue: a CT the checks accept), anatomy map (in folder/anatomy with
+    classes.json) and a one-finding lesion npz."""
+    arr = np.full(shape, -1000, np.int16) + np.arange(np.prod(shape), dtype=np.int16).reshape(shape) % 7
+    arr[2:6, 1:4, 1:5] = 40
+    img = sitk.GetImageFromArray(arr)
     img.SetSpacing((1.5, 1.5, 2.0))
     (folder / "images").mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(img, str(folder / "images" / f"{name}.nii.gz"))
@@ -233,9 +236,9 @@ def test_lesion_axes_are_transposed_to_dhw(tmp_path: Path) -> None:
     image, _, npz = _write_case(tmp_path, "train_1_a_1")
     img = sitk.ReadImage(image)
     mask = read_lesions(npz, ["2d"], img, "train_1_a_1")
-    assert mask.shape == (1, 4, 5, 6) and mask[0, 1, 2, 2] == 1 and mask.sum() == 1
+    assert mask.shape == (1, 8, 5, 6) and mask[0, 1, 2, 2] == 1 and mask.sum() == 1
     with pytest.raises(VolumeError, match=r"train_1_a_1.*differs"):
-        read_lesions(npz, ["2d"], sitk.Image(7, 5, 4, sitk.sitkInt16), "train_1_a_1")
+        read_lesions(npz, ["2d"], sitk.Image(7, 5, 8, sitk.sitkInt16), "train_1_a_1")
     with pytest.raises(VolumeError, match=r"train_1_a_1.*2 channels|channels"):
         read_lesions(npz, ["2d", "2b"], img, "train_1_a_1")
     with pytest.raises(VolumeError, match=r"train_1_a_1.*unknown ReXGroundingCT categories \['9z'\]"):
@@ -245,14 +248,14 @@ def test_lesion_axes_are_transposed_to_dhw(tmp_path: Path) -> None:
 def test_lesion_nifti_must_match_image_geometry(tmp_path: Path) -> None:
     image, _, _ = _write_case(tmp_path, "train_1_a_1")
     img = sitk.ReadImage(image)
-    vol = np.zeros((2, 4, 5, 6), np.uint8)  # (F, D, H, W)
+    vol = np.zeros((2, 8, 5, 6), np.uint8)  # (F, D, H, W)
     vol[1, 3, 4, 5] = 1
     mask = sitk.JoinSeries([sitk.GetImageFromArray(v) for v in vol])
     mask.SetSpacing((1.5, 1.5, 2.0, 1.0))
     path = tmp_path / "train_1_a_1.nii.gz"
     sitk.WriteImage(mask, str(path))
     got = read_lesions(path, ["2d", "2b"], img, "train_1_a_1")
-    assert got.shape == (2, 4, 5, 6) and got[1, 3, 4, 5] == 1 and got.sum() == 1
+    assert got.shape == (2, 8, 5, 6) and got[1, 3, 4, 5] == 1 and got.sum() == 1
     mask.SetOrigin((0.0, 0.0, 10.0, 0.0))
     sitk.WriteImage(mask, str(path))
     with pytest.raises(VolumeError, match=r"train_1_a_1.*does not match its image: origin"):
@@ -274,7 +277,7 @@ def test_label_shard_writes_maps_and_records_bad_cases(tmp_path: Path) -> None:
     data = (tmp_path / "train_3_a_1.npz").read_bytes()
     (tmp_path / "train_3_a_1.npz").write_bytes(data[: len(data) // 2])  # truncated lesion file
     rows.loc[3, "lesion_categories"] = '["7x"]'  # a category ReXGroundingCT does not have
-    bad = sitk.GetImageFromArray(np.zeros((4, 5, 7), np.uint8))  # anatomy of another shape
+    bad = sitk.GetImageFromArray(np.zeros((8, 5, 7), np.uint8))  # anatomy of another shape
     sitk.WriteImage(bad, str(tmp_path / "anatomy" / "train_5_a_1.nii.gz"))
     source = tmp_path / "pl" / "truth" / "shard_0"
     pseudolabel_shard(rows, "truth", {"backend": "folder", "path": str(tmp_path / "anatomy")}, source,

@@ -27,7 +27,9 @@ VALUE = {n: v for v, n in CLASSES.items()}
 def oblique_ct(path: Path, shape=(36, 40, 44)) -> sitk.Image:
     """A CT with non-trivial geometry: anisotropic spacing, an origin, and a flipped x axis."""
     rng = np.random.default_rng(0)
-    arr = (rng.normal(0, 30, shape) - 600).astype(np.int16)
+    _, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    body = ((yy - shape[1] / 2) / (0.4 * shape[1])) ** 2 + ((xx - shape[2] / 2) / (0.4 * shape[2])) ** 2 < 1
+    arr = (rng.normal(0, 30, shape) + np.where(body, 40, -1000)).astype(np.int16)  # air around a body (HU)
     img = sitk.GetImageFromArray(arr)
     img.SetSpacing((3.2, 2.9, 4.0))
     img.SetOrigin((120.0, -40.0, 15.0))

@@ -53,7 +53,8 @@ def tiny_data(tmp: Path) -> tuple[pd.DataFrame, Path]:
             name = f"{split}_{i // 2}_a_{i % 2 + 1}"
             np.save(shard / f"{name}.npy", rng.normal(size=GRID).astype(np.float16))
             rows.append({"volume_name": name, "split": split, "patient_id": f"{split}_{i // 2}",
-                         "report_text": TEXTS[i % 4], **{c: int(rng.random() < 0.4) for c in CT_RATE_LABELS}})
+                         "report_text": TEXTS[i % 4], "labels_known": True, "has_report": True,
+                         **{c: int(rng.random() < 0.4) for c in CT_RATE_LABELS}})
     manifest = pd.DataFrame(rows)
     pd.DataFrame({"volume_name": manifest["volume_name"], "array_file": manifest["volume_name"] + ".npy"}).to_parquet(
         shard / "index.parquet", index=False)

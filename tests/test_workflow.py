@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import yaml
-from micro_project import REPO, micro_config
+from micro_project import REPO, micro_config, project_copy
 from micro_project import run_snakemake as _snakemake
 
 
@@ -184,3 +185,108 @@ def test_ct_rate_scale_dag_has_few_jobs_per_rule() -> None:
     assert result["pseudolabels"]["now"] == {"stage1_cases": 2628, "shards": 14, "labeler_jobs": 42,
                                              "labelled_volumes": 3 * 2628}
     assert jobs["pseudolabel_shard"] == 42 and jobs["labels_shard"] == 14
+
+
+def test_default_config_runs_on_a_public_files_only_ct_rate_copy(tmp_path: Path) -> None:
+    """The README's real-data command on a CT-RATE layout with only the public folders (no anatomy_masks/,
+    no ReXGroundingCT/): the DAG builds, and the pseudo-label QC runs without the demo-only `truth`
+    reference, saying why, instead of failing on its missing folder."""
+    workdir = project_copy(tmp_path / "project")
+    cfg = micro_config(workdir)
+    root = tmp_path / "CT-RATE"
+    done = subprocess.run(["uvlm", "--config", str(cfg), "demo-data", str(root)], capture_output=True, text=True,
+                          timeout=300, cwd=workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for extra in ("anatomy_masks", "ReXGroundingCT"):  # what only the demo has
+        shutil.rmtree(root / extra)
+    (root / "demo_truth.parquet").unlink()
+    assert sorted(p.name for p in root.iterdir()) == ["dataset", "metadata", "multi_abnormality_labels",
+                                                      "radiology_text_reports"]
+    real = [f"--configfile={cfg}", "--config", f"ct_rate_root={root}", "--"]
+    qc = "results/qc/ct_rate/classical"
+
+    res = _snakemake(workdir, "--cores", "2", *real, f"{qc}/classes.md")  # ingest, Stage 1 cases, labels, QC
+    assert res.returncode == 0, res.stderr[-3000:]
+    note = (workdir / qc / "agreement.md").read_text()
+    assert "'truth'" in note and f"{root / 'anatomy_masks'}, which does not exist" in note
+    assert "No Dice against a reference" in (workdir / qc / "classes.md").read_text()
+    assert not (workdir / qc / "agreement.csv").exists()
+    assert "WARNING" in (workdir / "results" / "logs" / "qc" / "classical.log").read_text()
+    assert not (workdir / "results" / "pseudolabels" / "ct_rate" / "truth").exists()
+    assert not (workdir / "results" / "demo" / "ct_rate").exists()  # the real root was read, not the demo
+
+    res = _snakemake(workdir, "-n", *real, "all")  # the rest of the DAG, now that the checkpoints have run
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    for rule in ("rule labels_shard", "rule stage1", "rule stage2", "rule stage3", "rule evaluate", "rule tables"):
+        assert rule in out
+    assert "rule demo_data" not in out and "pseudolabels/ct_rate/truth" not in out
+
+    (root / "anatomy_masks").mkdir()  # control: with its folder there, the reference is planned and scored
+    res = _snakemake(workdir, "-n", *real, f"{qc}/classes.md")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert "results/pseudolabels/ct_rate/truth/shard_0" in out and "rule pseudolabel_qc" in out
+
+
+def test_qc_reference_is_dropped_only_when_its_folder_is_absent(tmp_path: Path) -> None:
+    """The one decision the workflow and `uvlm label-qc` share (uvlm.pseudolabel.reference)."""
+    from uvlm.pseudolabel.reference import QCReference, qc_reference
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert cfg["pseudolabels"]["reference"] == "truth"
+    assert qc_reference(cfg) == QCReference("truth")  # the demo: its job writes anatomy_masks/ later
+    cfg["ct_rate_root"] = str(tmp_path)
+    dropped = qc_reference(cfg)
+    assert dropped.labeler == "" and str(tmp_path / "anatomy_masks") in dropped.note and "real CT-RATE" in dropped.note
+    (tmp_path / "anatomy_masks").mkdir()
+    assert qc_reference(cfg) == QCReference("truth")
+    cfg["pseudolabels"]["labelers"]["truth"]["path"] = str(tmp_path / "masks")  # a configured folder, absent
+    dropped = qc_reference(cfg)
+    assert dropped.labeler == "" and str(tmp_path / "masks") in dropped.note and "CT-RATE" not in dropped.note
+    cfg["pseudolabels"]["labelers"]["truth"] = {"backend": "nnunet", "model_dir": str(tmp_path / "none")}
+    assert qc_reference(cfg) == QCReference("truth")  # model labelers run as configured (and fail loudly)
+    cfg["pseudolabels"]["reference"] = ""
+    assert qc_reference(cfg).labeler == "" and "pseudolabels.reference is empty" in qc_reference(cfg).note
+
+
+def test_planted_bad_volumes_are_rejected_and_reconciled(tmp_path: Path) -> None:
+    """A CT-RATE-layout copy of the micro demo with defects planted, run with `on_volume_error: skip`: the
+    bad volumes are rejected or left out with their reasons, the others go on, and every step balances."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bad_inputs import corrupt_middle, labels, reports, set_cell
+
+    (tmp_path / "config").symlink_to(REPO / "config")
+    (tmp_path / "workflow").symlink_to(REPO / "workflow")
+    cfg_path = micro_config(tmp_path)
+    res = _snakemake(tmp_path, "--cores", "2", f"--configfile={cfg_path}", "results/demo/ct_rate")
+    assert res.returncode == 0, res.stderr[-3000:]
+    root = tmp_path / "CT-RATE"
+    shutil.copytree(tmp_path / "results" / "demo" / "ct_rate", root)
+    volumes = sorted((root / "dataset").rglob("train_*.nii.gz"))
+    corrupt, leak_train = volumes[0], volumes[1]
+    corrupt.write_bytes(corrupt_middle(corrupt.read_bytes()))                           # 1. corrupt voxels
+    leak_valid = next((root / "dataset").rglob("valid_*.nii.gz"))
+    leak_train.write_bytes(leak_valid.read_bytes())                                     # 2. the same scan in both splits
+    no_labels, empty_report = volumes[2].name.removesuffix(".nii.gz"), volumes[3].name.removesuffix(".nii.gz")
+    set_cell(labels(root), no_labels, "Cardiomegaly", "2")                               # 3. a label value 2
+    for column in ("Findings_EN", "Impressions_EN"):
+        set_cell(reports(root), empty_report, column, "Not given.")                     # 4. an empty report
+    (corrupt.parent / "train_999_a_1.nii.gz").write_bytes(volumes[4].read_bytes())      # 5. no report row
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg.update(ct_rate_root=str(root), on_volume_error="skip")
+    (tmp_path / "planted.yaml").write_text(yaml.safe_dump(cfg))
+    res = _snakemake(tmp_path, "--cores", "2", f"--configfile={tmp_path / 'planted.yaml'}", "results/qc/reconciliation.csv")
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "results" / "qc" / "reconciliation.csv").set_index("step")
+    assert table["balanced"].all() and (table["unaccounted"] == 0).all(), table
+    rejected = pd.read_csv(tmp_path / "results" / "qc" / "rejected.csv")
+    why = {(r.case, r.step): r.reason for r in rejected.itertuples()}
+    name = corrupt.name.removesuffix(".nii.gz")
+    assert "is truncated or corrupt" in why[(name, "preprocess")]
+    assert why[(leak_train.name.removesuffix(".nii.gz"), "preprocess")].startswith("split leak: same voxels as valid_")
+    assert why[(no_labels, "Stage 2 (labels)")] == "label 'Cardiomegaly' is '2', not 0 or 1"
+    assert why[(empty_report, "Stage 3 (report targets)")] == "empty findings and impressions"
+    assert "without a report row" in why[("train_999_a_1", "ingest")]
+    assert table.loc["preprocess", "rejected"] == 3  # the corrupt volume and both copies of the leaked scan
+    shutil.copy(tmp_path / "results" / "qc" / "reconciliation.md", tmp_path / "reconciliation_planted.md")

@@ -27,19 +27,19 @@ def ct_rate_root(cfg: dict) -> Path:
     return Path(cfg["ct_rate_root"]) if cfg["ct_rate_root"] else Path("results/demo/ct_rate")
 
 
-def _split(manifest: str, shard_dirs: list[str], split: str):
+def _split(manifest: str, shard_dirs: list[str], split: str, needs: str | None = None):
     from uvlm.data.volumes import VolumeDataset, load_split
 
-    return VolumeDataset(load_split(manifest, shard_dirs, split))
+    return VolumeDataset(load_split(manifest, shard_dirs, split, needs))
 
 
-def _fit_and_holdout(manifest: str, shard_dirs: list[str], cfg: dict):
-    """The training split as (volumes to fit on, patients held out for model selection); the scored
-    split is not read."""
+def _fit_and_holdout(manifest: str, shard_dirs: list[str], cfg: dict, needs: str):
+    """The training split's volumes that have what the stage `needs` ("labels", "report") as (volumes to fit
+    on, patients held out for model selection); the scored split is not read."""
     from uvlm.data.holdout import split_holdout
     from uvlm.data.volumes import VolumeDataset, load_split
 
-    fit_rows, held = split_holdout(load_split(manifest, shard_dirs, "train"),
+    fit_rows, held = split_holdout(load_split(manifest, shard_dirs, "train", needs),
                                    cfg["model_selection"]["holdout_fraction"], cfg["seed"])
     log.info("training split: %d volumes to fit on, %d held out for model selection (%d patients)",
              len(fit_rows), len(held), held["patient_id"].nunique())
@@ -70,14 +70,18 @@ def cmd_demo_data(a: argparse.Namespace, cfg: dict) -> None:
 
 
 def cmd_ingest(a: argparse.Namespace, cfg: dict) -> None:
-    from uvlm.data.ct_rate import ingest_ct_rate
-    from uvlm.io import write_parquet
+    from uvlm.data.ct_rate import ingest_ct_rate, unlisted_volume_files
+    from uvlm.io import write_csv, write_parquet
 
     root = Path(a.root) if a.root else ct_rate_root(cfg)
     df = ingest_ct_rate(root, cfg["shard_size"], cfg["rexgrounding_root"] or None)
+    unlisted = unlisted_volume_files(root, df)
     write_parquet(df, a.out)
-    log.info("manifest: %d volumes (%d missing files), %d shards -> %s", len(df), int((~df["image_exists"]).sum()),
-             int(df["shard"].max()) + 1, a.out)
+    write_csv(unlisted, a.unlisted)
+    log.info("manifest: %d volumes (%d missing files, %d without labels, %d with empty reports), %d shards -> %s; "
+             "%d volume files without a report row -> %s", len(df), int((~df["image_exists"]).sum()),
+             int((~df["labels_known"]).sum()), int((~df["has_report"]).sum()), int(df["shard"].max()) + 1, a.out,
+             len(unlisted), a.unlisted)
 
 
 def cmd_ingest_abdomen(a: argparse.Namespace, cfg: dict) -> None:
@@ -139,6 +143,7 @@ def cmd_pseudolabel(a: argparse.Namespace, cfg: dict) -> None:
 
     from uvlm.data.manifest import shard_rows
     from uvlm.models.encoder import pick_device
+    from uvlm.pseudolabel.reference import label_folder
     from uvlm.pseudolabel.run import pseudolabel_shard
 
     pl = cfg["pseudolabels"]
@@ -146,21 +151,35 @@ def cmd_pseudolabel(a: argparse.Namespace, cfg: dict) -> None:
         raise SystemExit(f"no labeler '{a.labeler}' in pseudolabels.labelers (has {sorted(pl['labelers'])})")
     torch.set_num_threads(cfg["threads"])
     rows = shard_rows(pd.read_parquet(a.manifest), a.shard)  # a shard of the Stage 1 case list
-    pseudolabel_shard(rows, a.labeler, pl["labelers"][a.labeler], a.out, cfg["on_volume_error"],
-                      pick_device(cfg["device"]).type, cfg["threads"],
-                      default_folder=str(ct_rate_root(cfg) / "anatomy_masks"), montages=pl["montages"])
+    spec = pl["labelers"][a.labeler]
+    pseudolabel_shard(rows, a.labeler, spec, a.out, cfg["on_volume_error"], pick_device(cfg["device"]).type,
+                      cfg["threads"], default_folder=str(label_folder(spec, ct_rate_root(cfg))),
+                      montages=pl["montages"])
 
 
 def cmd_label_qc(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.evaluation.tables import write_table
+    from uvlm.io import write_text
     from uvlm.labels.label_map import load_label_map
+    from uvlm.pseudolabel.reference import qc_reference
     from uvlm.qc.summary import agreement, agreement_table, class_summary
 
     out = Path(a.out)
     table, missing = class_summary(a.shards)
+    no_reference = ""  # why there is no Dice table: said in classes.md, agreement.md and the log
+    if not a.reference:
+        ref = qc_reference(cfg)
+        no_reference = ref.note or (f"{a.labeler} is itself the reference labeler" if ref.labeler == a.labeler
+                                    else f"the reference labeler '{ref.labeler}' was not given (--reference)")
+        for stale in ("agreement.csv", "agreement_per_case.csv"):  # an earlier run's scores are not this one's
+            (out / stale).unlink(missing_ok=True)
+        write_text(f"No agreement with a reference for {a.labeler}: {no_reference}.\n", out / "agreement.md")
+        log.log(logging.WARNING if cfg["pseudolabels"]["reference"] else logging.INFO, "no reference for QC: %s",
+                no_reference)
     write_table(table, out / "classes.csv", out / "classes.md",
                 f"Labeler {a.labeler}: volume per class over {int(table['cases_with_class'].max() if len(table) else 0)}"
-                " cases (ml, cases where the class is present) and cases missing each class.")
+                " cases (ml, cases where the class is present) and cases missing each class.",
+                footer=f"No Dice against a reference: {no_reference}.\n" if no_reference else "")
     missing.to_csv(out / "missing.csv", index=False)
     if a.reference:
         per_case = agreement(a.shards, a.reference, load_label_map(cfg["label_map"], a.granularity))
@@ -196,6 +215,28 @@ def cmd_preprocess(a: argparse.Namespace, cfg: dict) -> None:
     preprocess_shard(rows, a.out, tuple(p["grid"]), tuple(p["hu_window"]), p["orientation"], cfg["on_volume_error"])
 
 
+def cmd_reconcile(a: argparse.Namespace, cfg: dict) -> None:
+    import pandas as pd
+
+    from uvlm.evaluation.tables import write_table
+    from uvlm.io import write_csv
+    from uvlm.qc.reconcile import reconcile
+
+    labelers: dict[str, list[str]] = {}
+    for shard in a.pseudolabels:  # results/pseudolabels/ct_rate/<labeler>/shard_<k>
+        labelers.setdefault(Path(shard).parent.name, []).append(shard)
+    rejected, table = reconcile(pd.read_parquet(a.manifest), pd.read_csv(a.unlisted, keep_default_na=False),
+                                pd.read_parquet(a.stage1_cases), a.preprocessed, labelers, a.labels)
+    write_csv(rejected, a.rejected)
+    unbalanced = table.loc[~table["balanced"], "step"].tolist()
+    write_table(table, a.table, Path(a.table).with_suffix(".md"),
+                "Every volume accounted for, per step: in = accepted + rejected (the reasons, per case, are in "
+                f"{a.rejected}).", footer=f"Unbalanced steps: {', '.join(unbalanced)}.\n" if unbalanced else "")
+    log.info("%d rejections over %d steps -> %s, %s", len(rejected), len(table), a.rejected, a.table)
+    if unbalanced:
+        raise SystemExit(f"volumes unaccounted for in steps {unbalanced}: see {a.table}")
+
+
 def cmd_tokenizer(a: argparse.Namespace, cfg: dict) -> None:
     import pandas as pd
 
@@ -206,7 +247,7 @@ def cmd_tokenizer(a: argparse.Namespace, cfg: dict) -> None:
         log.info("tokenizer from %s: %d tokens -> %s", cfg["stage3"]["tokenizer_dir"], tok.get_vocab_size(), a.out)
         return
     df = pd.read_parquet(a.manifest)
-    texts = df.loc[df["split"] == "train", "report_text"].tolist()  # training split only: no leakage
+    texts = df.loc[(df["split"] == "train") & df["has_report"], "report_text"].tolist()  # training split only
     tok = train_bpe(texts, cfg["stage3"]["vocab_size"], Path(a.out))
     log.info("BPE tokenizer: %d tokens from %d training reports -> %s", tok.get_vocab_size(), len(texts), a.out)
 
@@ -251,8 +292,8 @@ def cmd_stage2(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.models.encoder import EncoderConfig
     from uvlm.train.stage2 import Stage2Config, train_stage2
 
-    train, holdout = _fit_and_holdout(a.manifest, a.preprocessed, cfg)
-    scored = _split(a.manifest, a.preprocessed, "valid")  # Table 4: read only to score the selected weights
+    train, holdout = _fit_and_holdout(a.manifest, a.preprocessed, cfg, "labels")
+    scored = _split(a.manifest, a.preprocessed, "valid", "labels")  # Table 4: read only to score the selected weights
     train_stage2(train, holdout, scored, a.init or None, EncoderConfig.from_config(cfg["encoder"]),
                  Stage2Config.from_config(cfg["stage2"]), a.out, cfg["device"], cfg["threads"], cfg["seed"])
 
@@ -264,7 +305,7 @@ def cmd_stage3(a: argparse.Namespace, cfg: dict) -> None:
 
     exp = experiments(cfg)[a.experiment]
     s3 = cfg["stage3"]
-    train, holdout = _fit_and_holdout(a.manifest, a.preprocessed, cfg)
+    train, holdout = _fit_and_holdout(a.manifest, a.preprocessed, cfg, "report")
     train_stage3(train, holdout, a.tokenizer, a.init or None, EncoderConfig.from_config(cfg["encoder"]),
                  tuple(cfg["preprocess"]["grid"]), s3["decoder"], Stage3Config.from_config(s3), exp, a.out,
                  cfg["device"], cfg["threads"], cfg["seed"], hf=s3["hf"],
@@ -427,7 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("--manifest", req), ("--shard", {"type": int, **req}), ("--out", req))
     add("abdomen-qc", cmd_abdomen_qc, "AbdomenAtlas lesion-label and missing-class tables", ("--shards", many),
         ("--out", req))
-    add("ingest", cmd_ingest, "CT-RATE root -> manifest parquet", ("--root", {"default": ""}), ("--out", req))
+    add("ingest", cmd_ingest, "CT-RATE root -> manifest parquet (+ volume files no report row names)",
+        ("--root", {"default": ""}), ("--out", req), ("--unlisted", req))
     add("pseudolabel", cmd_pseudolabel, "run one anatomy labeler over one shard", ("--manifest", req),
         ("--shard", {"type": int, **req}), ("--labeler", req), ("--out", req))
     add("label-qc", cmd_label_qc, "per-class tables (and Dice against a reference) for one labeler",
@@ -465,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("figures", cmd_figures, "per-class F1, training curves, qualitative examples", ("--metrics-dir", req),
         ("--baseline", req), ("--models", many), ("--reports-dir", req), ("--preprocessed", many),
         ("--n-examples", {"type": int, "default": 3}), ("--out-dir", req))
+    add("reconcile", cmd_reconcile, "every volume's fate per step: rejected.csv and the reconciliation table",
+        ("--manifest", req), ("--unlisted", req), ("--stage1-cases", req), ("--preprocessed", many),
+        ("--pseudolabels", many), ("--labels", many), ("--rejected", req), ("--table", req))
     add("report-html", cmd_report_html, "one HTML page linking tables and figures", ("--tables", many),
         ("--figures", many), ("--out", req))
     add("pull", cmd_pull, "dvc pull versioned results, then mark them up to date for Snakemake (run from the "

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +60,12 @@ def write_parquet(df: Any, path: str | Path) -> None:
         df.to_parquet(tmp, index=False)
 
 
+def write_csv(df: Any, path: str | Path) -> None:
+    """Write a pandas DataFrame as CSV atomically."""
+    with atomic_path(path, suffix=".csv") as tmp:
+        df.to_csv(tmp, index=False)
+
+
 def save_npy(arr: np.ndarray, path: str | Path) -> None:
     with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
         np.save(fh, arr)
@@ -87,19 +95,27 @@ def read_header(path: str | Path, case: str = "") -> sitk.ImageFileReader:
     try:
         reader.ReadImageInformation()
     except RuntimeError as err:
+        if path.name.endswith(".gz"):  # say why when it is the compression: ITK only says it found no reader
+            _check_gzip_stream(path, None, label)
         raise VolumeError(f"{label}cannot read {path}: {_last_line(err)}") from None
     return reader
 
 
 def read_image(path: str | Path, case: str = "") -> sitk.Image:
-    """Read a volume; a missing, empty or truncated file raises VolumeError naming case and file."""
+    """Read a volume; a missing, empty, truncated or corrupt file (gzip CRC, NIfTI size) raises
+    VolumeError naming case and file."""
     reader = read_header(path, case)
     label = f"case {case}: " if case else ""
     try:
         if str(path).endswith(".gz"):
             _check_gzip_size(Path(path), reader, label)
+            _check_gzip_stream(Path(path), reader, label)
+        elif str(path).endswith(".nii"):
+            _check_nifti_size(Path(path), reader, label)
         return reader.Execute()
-    except RuntimeError as err:
+    except VolumeError:
+        raise
+    except RuntimeError as err:  # ITK's own errors
         raise VolumeError(f"{label}cannot read {path}: {_last_line(err)}") from None
 
 
@@ -121,6 +137,72 @@ def _check_gzip_size(path: Path, reader: sitk.ImageFileReader, label: str) -> No
     if not 0 <= (isize - n_bytes) % 2**32 < 2**20:
         raise VolumeError(f"{label}{path} is truncated or corrupt: the gzip stream does not hold the "
                           f"{n_bytes} bytes of voxel data its header announces")
+
+
+def _check_gzip_stream(path: Path, reader: sitk.ImageFileReader | None, label: str) -> None:
+    """Decompress the whole stream once and let gzip check its CRC-32: a few flipped bytes in the middle
+    of a .gz keep its size right, and ITK reads them as plausible-looking garbage voxels."""
+    keep = reader is not None and _is_float(reader)  # float voxels are checked for NaN below, so they are kept in memory
+    chunks = []
+    try:
+        with gzip.open(path, "rb") as fh:
+            while chunk := fh.read(1 << 24):
+                if keep:
+                    chunks.append(chunk)
+    except (OSError, EOFError, zlib.error) as err:
+        raise VolumeError(f"{label}{path} is truncated or corrupt (gzip: {err})") from None
+    if keep and reader is not None:
+        _check_finite(b"".join(chunks), path, reader, label)
+
+
+def _nifti_layout(head: bytes) -> tuple[int, str] | None:
+    """(vox_offset, byte order '<' or '>') of a NIfTI-1/2 header, None if the bytes are no NIfTI header."""
+    for order in "<>":
+        size = int(np.frombuffer(head[:4], f"{order}i4")[0])
+        if size == 348:  # NIfTI-1: vox_offset is a float32 at byte 108
+            return int(np.frombuffer(head[108:112], f"{order}f4")[0]), order
+        if size == 540 and len(head) >= 176:  # NIfTI-2: an int64 at byte 168
+            return int(np.frombuffer(head[168:176], f"{order}i8")[0]), order
+    return None
+
+
+def _check_nifti_size(path: Path, reader: sitk.ImageFileReader, label: str) -> None:
+    """An uncompressed NIfTI must hold vox_offset + the voxel bytes its header announces; ITK
+    zero-fills a truncated one without complaint."""
+    with open(path, "rb") as fh:
+        head = fh.read(176)
+    if len(head) < 176:
+        raise VolumeError(f"{label}{path} is truncated: {len(head)} bytes, shorter than a NIfTI header")
+    layout = _nifti_layout(head)
+    if layout is None:
+        return  # not NIfTI (e.g. Analyze): nothing to compare with
+    offset = layout[0]
+    n_bytes = int(np.prod(reader.GetSize())) * reader.GetNumberOfComponents() * _pixel_bytes(reader)
+    have = path.stat().st_size
+    if have < offset + n_bytes:
+        raise VolumeError(f"{label}{path} is truncated: {have} bytes, its header announces "
+                          f"{offset + n_bytes} ({n_bytes} bytes of voxels from byte {offset})")
+    if _is_float(reader):
+        _check_finite(path.read_bytes(), path, reader, label)
+
+
+def _is_float(reader: sitk.ImageFileReader) -> bool:
+    import SimpleITK as sitk
+
+    return reader.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64)
+
+
+def _check_finite(raw: bytes, path: Path, reader: sitk.ImageFileReader, label: str) -> None:
+    """ITK's NIfTI reader turns NaN and infinite voxels into 0 without a word; count them in the file."""
+    layout = _nifti_layout(raw[:176])
+    if layout is None:
+        return
+    offset, order = layout
+    n = int(np.prod(reader.GetSize())) * reader.GetNumberOfComponents()
+    voxels = np.frombuffer(raw, f"{order}f{_pixel_bytes(reader)}", count=n, offset=offset)
+    bad = int(n - np.isfinite(voxels).sum())
+    if bad:
+        raise VolumeError(f"{label}{path} holds {bad} NaN or infinite voxels")
 
 
 def _pixel_bytes(reader: sitk.ImageFileReader) -> int:

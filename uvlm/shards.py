@@ -17,8 +17,6 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from uvlm.io import VolumeError
-
 log = logging.getLogger(__name__)
 
 
@@ -37,29 +35,44 @@ def run_shard(rows: pd.DataFrame, work: Callable[[pd.Series, Path], dict], out_d
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    try:
+        records, errors = _run_rows(rows, work, partial, desc)
+        if errors and on_error == "fail":
+            details = "\n".join(f"  {e['volume_name']}: {e['error']}" for e in errors)
+            raise ShardError(f"{len(errors)} of {len(rows)} volumes failed:\n{details}")
+        index = pd.DataFrame(records)
+        index.to_parquet(partial / "index.parquet", index=False)
+        pd.DataFrame(errors, columns=ERROR_COLUMNS).to_csv(partial / "errors.csv", index=False)
+        if finalize is not None:
+            finalize(partial)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        partial.rename(out_dir)
+    finally:  # a failed shard leaves neither a final folder nor a half-written one
+        shutil.rmtree(partial, ignore_errors=True)
+    return index
+
+
+ERROR_COLUMNS = ["volume_name", "file", "error"]
+
+
+def _run_rows(rows: pd.DataFrame, work: Callable[[pd.Series, Path], dict], partial: Path,
+              desc: str) -> tuple[list[dict], list[dict]]:
+    """Every volume independently: any exception (ITK's RuntimeError, a bug) is recorded with the case and
+    its file, and the others still run. Only interrupts (KeyboardInterrupt, SystemExit) stop the shard."""
     records, errors = [], []
     start = time.monotonic()
     for _, row in tqdm(rows.iterrows(), total=len(rows), desc=desc, mininterval=5.0):
+        case = row["volume_name"]
         try:
             rec = work(row, partial)
-        except (VolumeError, ValueError, OSError, KeyError) as err:
-            log.error("%s", err if row["volume_name"] in str(err) else f"case {row['volume_name']}: {err}")
-            errors.append({"volume_name": row["volume_name"], "error": str(err)})
+        except Exception as err:  # one volume must never take the shard down
+            text = str(err) if case in str(err) else f"case {case}: {type(err).__name__}: {err}"
+            log.error("%s", text)
+            errors.append({"volume_name": case, "file": str(row.get("image_path", "")), "error": text})
             continue
-        records.append({"volume_name": row["volume_name"], **rec})
+        records.append({"volume_name": case, **rec})
     log.info("%d %s in %.1f s, %d failed", len(records), desc, time.monotonic() - start, len(errors))
-    if errors and on_error == "fail":
-        shutil.rmtree(partial, ignore_errors=True)
-        details = "\n".join(f"  {e['volume_name']}: {e['error']}" for e in errors)
-        raise ShardError(f"{len(errors)} of {len(rows)} volumes failed:\n{details}")
-    index = pd.DataFrame(records)
-    index.to_parquet(partial / "index.parquet", index=False)
-    pd.DataFrame(errors, columns=["volume_name", "error"]).to_csv(partial / "errors.csv", index=False)
-    if finalize is not None:
-        finalize(partial)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    partial.rename(out_dir)
-    return index
+    return records, errors
 
 
 def read_shard_indexes(shard_dirs: list[str | Path]) -> pd.DataFrame:

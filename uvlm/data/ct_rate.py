@@ -54,13 +54,41 @@ def report_text(findings: str, impressions: str) -> str:
 
 
 def find_volumes(dataset_dir: Path) -> dict[str, Path]:
-    """Map VolumeName -> file for every .nii.gz under dataset_dir, at any depth."""
-    found: dict[str, Path] = {}
-    for dirpath, _dirs, files in os.walk(dataset_dir):
-        for f in files:
-            if f.endswith((".nii.gz", ".nii")):
-                found.setdefault(volume_stem(f), Path(dirpath) / f)
-    return found
+    """Map VolumeName -> file for every .nii.gz / .nii under dataset_dir, at any depth.
+
+    Two files for one VolumeName (a second download, a .nii beside its .nii.gz) fail ingest naming both:
+    picking one silently could train on the wrong copy."""
+    found: dict[str, list[Path]] = {}
+    for dirpath, dirs, files in os.walk(dataset_dir):
+        dirs.sort()
+        for f in sorted(files):
+            if f.endswith((".nii.gz", ".nii")) and not f.startswith("."):
+                found.setdefault(volume_stem(f), []).append(Path(dirpath) / f)
+    dupes = {name: paths for name, paths in found.items() if len(paths) > 1}
+    if dupes:
+        lines = "\n".join(f"  {name}: {', '.join(map(str, paths))}" for name, paths in sorted(dupes.items())[:20])
+        raise IngestError(f"{dataset_dir}: {len(dupes)} VolumeNames have more than one file; keep one of each:\n{lines}")
+    return {name: paths[0] for name, paths in found.items()}
+
+
+def parse_labels(labels: pd.DataFrame | None, name: str) -> tuple[dict[str, int] | None, str]:
+    """(the 18 labels of a volume, or None, and why not): a missing row or a value other than 0/1
+    makes the volume's labels unknown; they are never guessed as negatives."""
+    if labels is None:
+        return None, "no labels file"
+    if name not in labels.index:
+        return None, "no labels row"
+    values = {}
+    for label in CT_RATE_LABELS:
+        raw = str(labels.loc[name, label]).strip()
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if value not in (0.0, 1.0):
+            return None, f"label '{label}' is '{raw}', not 0 or 1"
+        values[label] = int(value)
+    return values, ""
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
@@ -157,21 +185,37 @@ def ingest_ct_rate(root: str | Path, shard_size: int, rex_root: str | Path | Non
                 "rescale_intercept": _to_float(m.get("RescaleIntercept", "")),
                 "rescale_slope": _to_float(m.get("RescaleSlope", "")),
                 "lesion_mask_path": "", "lesion_categories": "[]",
-                "labels_known": labels is not None and name in labels.index,
             }
             if name in lesions:
                 row["lesion_mask_path"] = str(masks.get(name, rex_root / "segmentations" / f"{name}.npz"))
                 row["lesion_categories"] = json.dumps(lesions[name])
-            for label in CT_RATE_LABELS:
-                row[label] = int(labels.loc[name, label]) if row["labels_known"] else 0
+            values, label_problem = parse_labels(labels, name)
+            row["labels_known"] = values is not None
+            row.update({label: (values or {}).get(label, 0) for label in CT_RATE_LABELS})
+            row["has_report"] = bool(findings or impressions)
+            problems = [p for p in (label_problem,
+                                    "" if row["has_report"] else "empty findings and impressions",
+                                    "" if path else "volume file not found") if p]
+            row["problems"] = "; ".join(problems)
             rows.append(row)
         frames.append(pd.DataFrame(rows))
         missing = [r["volume_name"] for r in rows if not r["image_exists"]]
         if missing:
             log.warning("%s: %d report rows without a volume file, e.g. %s", split, len(missing), missing[:3])
+    listed = {name for frame in frames for name in frame["volume_name"]}
+    unlisted = sorted(set(volumes) - listed)
+    if unlisted:
+        log.warning("%d volume files have no report row and are left out, e.g. %s", len(unlisted), unlisted[:3])
     df = pd.concat(frames, ignore_index=True).sort_values(["split", "volume_name"], kind="stable")
     df = df.reset_index(drop=True)
     df["shard"] = np.arange(len(df)) // shard_size
     for label in CT_RATE_LABELS:
         df[label] = df[label].astype("int8")
     return validate_manifest(df)
+
+
+def unlisted_volume_files(root: str | Path, manifest: pd.DataFrame) -> pd.DataFrame:
+    """Volume files under <root>/dataset/ that no report row names (left out of the manifest): volume_name, file."""
+    volumes = find_volumes(Path(root).resolve() / "dataset")
+    names = sorted(set(volumes) - set(manifest["volume_name"]))
+    return pd.DataFrame({"volume_name": names, "file": [str(volumes[n]) for n in names]})

@@ -13,8 +13,11 @@ Columns (validated by `validate_manifest`):
   xy_spacing, z_spacing, rescale_intercept, rescale_slope   float (NaN when metadata is absent)
   lesion_mask_path   str   ReXGroundingCT-style mask (.npz), "" if none
   lesion_categories  str   JSON list of the mask channels' category codes, "[]" if none
-  labels_known       bool  whether the 18 CT-RATE labels were given
+  labels_known       bool  whether the 18 CT-RATE labels were given, all 0 or 1 (else the volume is left out
+                           of everything that reads labels: Stage 2, scoring)
   <18 label columns> int8  CT-RATE label names (uvlm.constants.CT_RATE_LABELS), 0/1 (0 if unknown)
+  has_report         bool  findings or impressions non-empty (else left out of Stage 3 targets and scoring)
+  problems           str   why the row is limited ("; "-joined: no labels row, empty report, ...), "" if not
   shard              int   index of the shard this volume belongs to (shard_size volumes per shard)
 """
 
@@ -30,7 +33,7 @@ STRING_COLUMNS = (
 )
 FLOAT_COLUMNS = ("xy_spacing", "z_spacing", "rescale_intercept", "rescale_slope")
 COLUMNS = (*STRING_COLUMNS, "reconstruction", "image_exists", *FLOAT_COLUMNS, "labels_known",
-           *CT_RATE_LABELS, "shard")
+           *CT_RATE_LABELS, "has_report", "problems", "shard")
 
 
 class ManifestError(ValueError):
@@ -56,6 +59,33 @@ def validate_manifest(df: pd.DataFrame) -> pd.DataFrame:
         if not df[col].isin([0, 1]).all():
             raise ManifestError(f"label column '{col}' holds values other than 0/1")
     return df
+
+
+# What a consumer needs from a volume besides its pixels -> the manifest flags that say it has it. Stage 2
+# needs labels, Stage 3 a report target, scoring both; volumes without are left out and counted.
+NEEDS = {"labels": ("labels_known",), "report": ("has_report",), "scoring": ("labels_known", "has_report")}
+
+
+def usable(df: pd.DataFrame, need: str) -> pd.Series:
+    """True for the rows that have what `need` (a NEEDS key) requires."""
+    ok = pd.Series(True, index=df.index)
+    for column in NEEDS[need]:
+        ok &= df[column].astype(bool)
+    return ok
+
+
+def split_leaks(manifest: pd.DataFrame, preprocessed: pd.DataFrame) -> pd.DataFrame:
+    """Volumes whose voxels are identical (same fingerprint) to a volume of another split: case, reason."""
+    if "fingerprint" not in preprocessed.columns or preprocessed.empty:
+        return pd.DataFrame(columns=["case", "reason"])
+    df = preprocessed[["volume_name", "fingerprint"]].merge(manifest[["volume_name", "split"]], on="volume_name")
+    rows = []
+    for _, group in df.groupby("fingerprint"):
+        if group["split"].nunique() > 1:
+            for r in group.itertuples():
+                others = [f"{o.volume_name} ({o.split})" for o in group.itertuples() if o.volume_name != r.volume_name]
+                rows.append({"case": r.volume_name, "reason": f"split leak: same voxels as {', '.join(others)}"})
+    return pd.DataFrame(rows, columns=["case", "reason"])
 
 
 def n_shards(df: pd.DataFrame) -> int:

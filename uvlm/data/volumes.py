@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,15 +12,35 @@ import torch
 from torch.utils.data import Dataset
 
 from uvlm.constants import CT_RATE_LABELS
+from uvlm.data.manifest import NEEDS, split_leaks, usable
 from uvlm.shards import read_shard_indexes
 
+log = logging.getLogger(__name__)
 
-def load_split(manifest_path: str | Path, shard_dirs: list[str | Path], split: str) -> pd.DataFrame:
-    """Manifest rows of one split that have a preprocessed array, with its absolute path."""
-    manifest = pd.read_parquet(manifest_path)
+
+def load_split(manifest_path: str | Path, shard_dirs: list[str | Path], split: str,
+               needs: str | None = None) -> pd.DataFrame:
+    """Manifest rows of one split that have a preprocessed array, with its absolute path.
+
+    needs: a uvlm.data.manifest.NEEDS key ("labels" for Stage 2, "report" for Stage 3): volumes without known
+    labels, or with an empty report, are left out and counted in the log, never trained on as all-negative or
+    empty targets."""
+    manifest = full = pd.read_parquet(manifest_path)
+    if needs is not None:
+        has = usable(manifest, needs)
+        lacking = manifest[~has & (manifest["split"] == split)]
+        if len(lacking):
+            log.warning("split %s: %d volumes left out for lacking %s (%s), e.g. %s", split, len(lacking), needs,
+                        " and ".join(NEEDS[needs]), lacking["volume_name"].tolist()[:3])
+        manifest = manifest[has]
     index = read_shard_indexes(shard_dirs)
     if index.empty:
         raise ValueError("no preprocessed volumes found in the given shard folders")
+    leaks = split_leaks(full, index)
+    if len(leaks):  # the same scan under names in two splits: neither copy is used
+        log.warning("%d volumes left out as split leaks (same voxels in two splits), e.g. %s", len(leaks),
+                    leaks["reason"].tolist()[:2])
+        index = index[~index["volume_name"].isin(set(leaks["case"]))]
     index["array_path"] = [str(Path(d) / f) for d, f in zip(index["shard_dir"], index["array_file"], strict=True)]
     rows = manifest.merge(index[["volume_name", "array_path"]], on="volume_name")
     rows = rows[rows["split"] == split].sort_values("volume_name").reset_index(drop=True)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from uvlm.constants import CT_RATE_LABELS
+from uvlm.data.manifest import usable
 from uvlm.evaluation.metrics import (
     BLEU_CONVENTION,
     BLEU_LOWER_CONVENTION,
@@ -33,6 +34,12 @@ from uvlm.evaluation.metrics import (
 )
 
 
+def scorable(manifest: pd.DataFrame) -> pd.Series:
+    """Volumes a report can be scored on: labels known (F1) and a non-empty reference report (BLEU).
+    The others are left out and counted, never scored against invented negatives or empty text."""
+    return usable(manifest, "scoring")
+
+
 def score(volume_names: list[str], generated: list[str], manifest: pd.DataFrame, extractor: str = "rules",
           settings: dict | None = None, cache_dir: str | Path = "results/extraction",
           n_resamples: int = 1000, seed: int = 0) -> dict:
@@ -40,12 +47,17 @@ def score(volume_names: list[str], generated: list[str], manifest: pd.DataFrame,
     from uvlm.evaluation.extractors import extract
 
     ref = manifest.set_index("volume_name").loc[volume_names]
+    left_out = {"no labels": int((~ref["labels_known"]).sum()),
+                "empty reference report": int((ref["labels_known"] & ~ref["has_report"]).sum())}
+    keep = scorable(ref).to_numpy()
+    ref = ref[keep]
+    generated = [g for g, k in zip(generated, keep, strict=True) if k]
     references = ref["report_text"].tolist()
     y_true = ref[list(CT_RATE_LABELS)].to_numpy(dtype=int)
     y_pred = extract(list(generated), "ct_rate", extractor, settings or {}, cache_dir)
     y_ref_text = extract(references, "ct_rate", extractor, settings or {}, cache_dir)
     ok = (y_pred >= 0).all(1) & (y_ref_text >= 0).all(1)
-    out = {"n_reports": len(volume_names), "n_extraction_failures": int((~ok).sum()),
+    out = {"n_reports": len(ref), "n_left_out": left_out, "n_extraction_failures": int((~ok).sum()),
            "label_source": "dataset label file", "extractor": extractor}
     out.update(label_scores(y_true[ok], y_pred[ok]))
     out.update(bleu_scores(generated, references))  # the authors' convention
@@ -104,13 +116,14 @@ def most_frequent(sets: pd.Series) -> str:
 def most_frequent_baseline(manifest_path: str | Path, split: str = "valid", **score_kwargs) -> dict:
     """Always predict the training split's most frequent label set (and a training report with it)."""
     manifest = pd.read_parquet(manifest_path)
-    train = manifest[manifest["split"] == "train"]
+    train = manifest[(manifest["split"] == "train") & scorable(manifest)]
     sets = label_sets(train, list(CT_RATE_LABELS))
     top = most_frequent(sets)
     example = train[sets == top].sort_values("volume_name").iloc[0]
-    evaluated = manifest[(manifest["split"] == split) & manifest["image_exists"]].sort_values("volume_name")
+    in_split = manifest[(manifest["split"] == split) & manifest["image_exists"]]
+    out = score(in_split["volume_name"].tolist(), [example["report_text"]] * len(in_split), manifest, **score_kwargs)
+    evaluated = in_split[scorable(in_split)].sort_values("volume_name")
     names = evaluated["volume_name"].tolist()
-    out = score(names, [example["report_text"]] * len(names), manifest, **score_kwargs)
     # The baseline's label prediction is the label set itself, not text-extracted labels.
     y_true = evaluated[list(CT_RATE_LABELS)].to_numpy(dtype=int)
     y_pred = np.tile(np.array([int(c) for c in top]), (len(names), 1))

@@ -12,36 +12,9 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from uvlm.io import VolumeError, read_image, save_npy
+from uvlm.data.ct_volume import AIR_HU, load_ct
+from uvlm.io import VolumeError, save_npy
 from uvlm.shards import run_shard
-
-AIR_HU = -1000.0
-
-
-def harmonize_hu(arr: np.ndarray, intercept: float, slope: float, case: str) -> tuple[np.ndarray, str]:
-    """Return HU values and the correction applied, judged from the data, not the metadata.
-
-    CT-RATE's *_fixed volumes already hold HU; applying RescaleIntercept/Slope again double-rescales
-    them. We pick whichever of {as stored, rescaled, un-rescaled} puts air closest to -1000 HU.
-    """
-    intercept = 0.0 if np.isnan(intercept) else float(intercept)
-    slope = 1.0 if np.isnan(slope) or slope == 0 else float(slope)
-    sample = arr[::4, ::4, ::4].astype(np.float32)
-    air = float(np.percentile(sample, 1))
-    candidates = {
-        "none": air,
-        "rescaled": air * slope + intercept,
-        "unrescaled": (air - intercept) / slope,
-    }
-    choice = min(candidates, key=lambda k: abs(candidates[k] - AIR_HU))
-    if abs(candidates[choice] - AIR_HU) > 300:
-        raise VolumeError(f"case {case}: air sits at {air:.0f} (1st percentile); no rescaling puts it near "
-                          f"-1000 HU (intercept {intercept}, slope {slope})")
-    if choice == "none":
-        return arr.astype(np.float32), choice
-    if choice == "rescaled":
-        return arr.astype(np.float32) * slope + intercept, choice
-    return (arr.astype(np.float32) - intercept) / slope, choice
 
 
 def resample_to_grid(img: sitk.Image, grid_dhw: tuple[int, int, int], orientation: str) -> sitk.Image:
@@ -63,22 +36,16 @@ def resample_to_grid(img: sitk.Image, grid_dhw: tuple[int, int, int], orientatio
 
 
 def preprocess_volume(path: str, grid_dhw: tuple[int, int, int], hu_window: tuple[float, float],
-                      orientation: str, intercept: float, slope: float, case: str) -> tuple[np.ndarray, dict]:
-    """One volume -> ((D, H, W) float16 z-scored array, facts about what was done)."""
-    img = read_image(path, case)
-    if img.GetDimension() != 3:
-        raise VolumeError(f"case {case}: {path} has {img.GetDimension()} dimensions, expected 3")
-    arr = sitk.GetArrayFromImage(img)
-    hu, correction = harmonize_hu(arr, intercept, slope, case)
-    hu_img = sitk.GetImageFromArray(hu)
-    hu_img.CopyInformation(img)
+                      orientation: str, intercept: float, slope: float, case: str,
+                      xy_spacing: float = float("nan"), z_spacing: float = float("nan")) -> tuple[np.ndarray, dict]:
+    """One volume -> ((D, H, W) float16 z-scored array, facts about what was done); see uvlm.data.ct_volume
+    for the checks and the HU harmonisation."""
+    hu_img, info = load_ct(path, case, intercept, slope, xy_spacing, z_spacing)
     out = sitk.GetArrayFromImage(resample_to_grid(hu_img, grid_dhw, orientation))  # (D, H, W)
     out = np.clip(out, hu_window[0], hu_window[1])
     mean, std = float(out.mean()), float(out.std())
     out = (out - mean) / max(std, 1e-6)
-    info = {"hu_correction": correction, "source_size": list(img.GetSize()),
-            "source_spacing": list(img.GetSpacing()), "hu_mean": mean, "hu_std": std}
-    return out.astype(np.float16), info
+    return out.astype(np.float16), {**info, "hu_mean": mean, "hu_std": std}
 
 
 def preprocess_shard(rows: pd.DataFrame, out_dir: str | Path, grid_dhw: tuple[int, int, int],
@@ -90,9 +57,11 @@ def preprocess_shard(rows: pd.DataFrame, out_dir: str | Path, grid_dhw: tuple[in
         if not row["image_exists"]:
             raise VolumeError(f"case {case}: volume file {case}.nii.gz not found under the CT-RATE dataset/ folder")
         arr, info = preprocess_volume(row["image_path"], grid_dhw, hu_window, orientation,
-                                      row["rescale_intercept"], row["rescale_slope"], case)
+                                      row["rescale_intercept"], row["rescale_slope"], case,
+                                      row["xy_spacing"], row["z_spacing"])
         save_npy(arr, out / f"{case}.npy")
         return {"array_file": f"{case}.npy", "hu_correction": info["hu_correction"],
-                "hu_mean": info["hu_mean"], "hu_std": info["hu_std"]}
+                "padding": float("nan") if info["padding"] is None else info["padding"],
+                "fingerprint": info["fingerprint"], "hu_mean": info["hu_mean"], "hu_std": info["hu_std"]}
 
     return run_shard(rows, work, out_dir, on_error, desc="volumes preprocessed")

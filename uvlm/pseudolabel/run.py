@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+from uvlm.data.ct_volume import holds_hu, load_ct_row, write_hu_image
 from uvlm.io import VolumeError, read_image, write_image, write_json
 from uvlm.labels.rexgrounding import same_geometry
 from uvlm.pseudolabel.classical import CLASSES as CLASSICAL_CLASSES
@@ -131,8 +132,16 @@ def pseudolabel_shard(rows: pd.DataFrame, name: str, spec: dict, out_dir: str | 
     def work(row: pd.Series, partial: Path) -> dict:
         case = row["volume_name"]
         start = time.monotonic()
-        image = read_image(row["image_path"], case)
-        path = labeler.write(case, row["image_path"], image, partial)
+        image, facts = load_ct_row(row)  # the same checked HU volume preprocessing sees
+        source = Path(row["image_path"])
+        if not holds_hu(facts):  # tools that read files get the harmonised volume too
+            source = partial / ".hu" / f"{case}.nii"
+            write_hu_image(image, source)
+        try:
+            path = labeler.write(case, str(source), image, partial)
+        finally:
+            if source.parent == partial / ".hu":
+                source.unlink(missing_ok=True)
         labels = read_image(path, case)
         diffs = same_geometry(labels, image)
         if diffs:
@@ -152,6 +161,7 @@ def pseudolabel_shard(rows: pd.DataFrame, name: str, spec: dict, out_dir: str | 
                 "seconds": round(time.monotonic() - start, 3)}
 
     def finalize(partial: Path) -> None:
+        shutil.rmtree(partial / ".hu", ignore_errors=True)
         write_json({str(k): v for k, v in sorted(labeler.classes.items())}, partial / "classes.json")
         if montages:
             legend(labeler.classes, partial / "qc" / "legend.png")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from uvlm.data.ct_volume import holds_hu, load_ct_row, write_hu_image
 from uvlm.data.holdout import holdout_mask
 from uvlm.io import write_json
 
@@ -48,7 +49,11 @@ def export_nnunet_dataset(rows: pd.DataFrame, granularity: str, class_table: dic
     shutil.rmtree(partial, ignore_errors=True)
     for _, row in rows.iterrows():
         case = row["volume_name"]
-        _link_or_copy(Path(row["image_path"]), partial / "imagesTr" / f"{case}_0000.nii.gz")
+        image, facts = load_ct_row(row)  # checked; nnU-Net trains on the HU volume preprocessing sees
+        if holds_hu(facts) and row["image_path"].endswith(".nii.gz"):
+            _link_or_copy(Path(row["image_path"]), partial / "imagesTr" / f"{case}_0000.nii.gz")
+        else:
+            write_hu_image(image, partial / "imagesTr" / f"{case}_0000.nii.gz")
         _link_or_copy(Path(row["shard_dir"]) / granularity / f"{case}.nii.gz", partial / "labelsTr" / f"{case}.nii.gz")
     labels = {"background": 0, **{n: int(v) for v, n in class_table.items() if v != "0"}}
     write_json({

@@ -9,6 +9,7 @@ import yaml
 from uvlm.config import EFFECTIVE_CONFIG, check_extractor, validate_config
 from uvlm.experiments import Plan, experiments, stage1_dir, stage2_init_dir
 from uvlm.io import write_json
+from uvlm.pseudolabel.reference import qc_reference
 
 validate_config(config)
 check_extractor(config["evaluation"])  # scoring needs its model folder: stop before any job, not at the end
@@ -26,11 +27,13 @@ if not _eff.is_file() or json.loads(_eff.read_text()) != config:
 DEMO_ROOT = "results/demo/ct_rate"
 CT_RATE_ROOT = config["ct_rate_root"] or DEMO_ROOT
 MANIFEST = "results/manifest/ct_rate.parquet"
+UNLISTED_VOLUMES = "results/manifest/ct_rate_unlisted.csv"  # volume files no report row names
 # The Stage 1 case list (a manifest of its own, sharded anew): pseudo-labels and label maps cover only these.
 STAGE1_CASES = "results/manifest/ct_rate_stage1.parquet"
 ABDOMEN_DEMO_ROOT = "results/demo/abdomen_atlas"
 ABDOMEN_MANIFEST = "results/manifest/abdomen_atlas.parquet"
 LABELERS = config["pseudolabels"]["labelers"]
+QC_REFERENCE = qc_reference(config)  # the labeler QC scores against, or none (and why)
 # Granularities whose Stage 1 encoder comes from a standalone nnU-Net run instead of training here.
 _imported = [g for g, path in config["stage1"]["import_checkpoints"].items() if path]
 IMPORTED_GRANULARITIES = "|".join(_imported) if _imported else "(?!)"
@@ -110,7 +113,9 @@ def source_shards(wildcards):
 
 
 def qc_reference_shards(labeler):
-    ref = config["pseudolabels"]["reference"]
+    """Shards of the reference labeler a source's QC is scored against: none when uvlm.pseudolabel.reference
+    drops it (a folder labeler whose folder is absent, e.g. anatomy_masks/ on a real CT-RATE copy)."""
+    ref = QC_REFERENCE.labeler
     return pseudolabel_shards(ref) if ref and ref != labeler else []
 
 

@@ -133,6 +133,7 @@ rule figures:
 rule report_html:
     input:
         tables=expand("results/tables/{table}.csv", table=TABLES),
+        reconciliation="results/qc/reconciliation.csv",
         figures=rules.figures.output,
         qc=qc_tables(),
     output:
@@ -150,5 +151,5 @@ rule report_html:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "uvlm --config {params.config} report-html --tables {input.tables} --figures {input.figures} "
+        "uvlm --config {params.config} report-html --tables {input.tables} {input.reconciliation} --figures {input.figures} "
         "--out {output} > {log} 2>&1"

@@ -23,7 +23,8 @@ checkpoint ingest:
     input:
         ct_rate_root_input,
     output:
-        MANIFEST,
+        manifest=MANIFEST,
+        unlisted=UNLISTED_VOLUMES,
     params:
         config=EFFECTIVE_CONFIG,
         shard_size=config["shard_size"],
@@ -39,7 +40,7 @@ checkpoint ingest:
     conda:
         "../../envs/data.yaml"
     shell:
-        "uvlm --config {params.config} ingest --root {input} --out {output} > {log} 2>&1"
+        "uvlm --config {params.config} ingest --root {input} --out {output.manifest} --unlisted {output.unlisted} > {log} 2>&1"
 
 
 checkpoint stage1_cases:
