@@ -113,6 +113,15 @@ def rewrite_gz(path: Path, edit: Callable[[bytes], bytes]) -> None:
     path.write_bytes(edit(path.read_bytes()))
 
 
+def set_pixdim(path: Path, axis: int, value: float) -> None:
+    """Overwrite pixdim[axis] (1 = x) of a NIfTI-1 .nii.gz header, as a broken exporter would."""
+    import struct
+
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[76 + 4 * axis: 80 + 4 * axis] = struct.pack("<f", value)
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
 def corrupt_middle(data: bytes) -> bytes:
     mid = len(data) // 2
     return data[:mid] + bytes(b ^ 0x5A for b in data[mid:mid + 16]) + data[mid + 16:]
@@ -227,6 +236,11 @@ def _kinds() -> list[Kind]:
              lambda r: (write_volume(r, body_hu(), spacing=(1.5, 1.5, 50.0)),
                         set_cell(metadata(r), VICTIM, "ZSpacing", "")), "rejected",
              r"implausible spacing", check=rejected_by_every_reader))
+    for value, label in ((0.0, "zero"), (-1.5, "negative")):
+        add(Kind(f"{label}_spacing", "volume", f"a {label} x voxel size in the NIfTI header (ITK reads "
+                 f"{'1 mm' if value == 0 else 'its absolute value'}), no metadata spacing",
+                 lambda r, value=value: (set_pixdim(volume_path(r), 1, value), set_cell(metadata(r), VICTIM, "XYSpacing", "")),
+                 "rejected", r"implausible spacing .* in its NIfTI header", check=rejected_by_every_reader))
     add(Kind("spacing_vs_metadata", "volume", "header spacing 0.75 mm, metadata XYSpacing 1.5 mm",
              lambda r: write_volume(r, body_hu(), spacing=(0.75, 0.75, 2.0)), "rejected",
              r"x spacing 0.75 mm in the header, 1.5 mm in the metadata", check=rejected_by_every_reader))

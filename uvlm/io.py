@@ -112,6 +112,7 @@ def read_image(path: str | Path, case: str = "") -> sitk.Image:
             _check_gzip_stream(Path(path), reader, label)
         elif str(path).endswith(".nii"):
             _check_nifti_size(Path(path), reader, label)
+        _check_nifti_pixdim(Path(path), label)
         return reader.Execute()
     except VolumeError:
         raise
@@ -164,6 +165,25 @@ def _nifti_layout(head: bytes) -> tuple[int, str] | None:
         if size == 540 and len(head) >= 176:  # NIfTI-2: an int64 at byte 168
             return int(np.frombuffer(head[168:176], f"{order}i8")[0]), order
     return None
+
+
+def _check_nifti_pixdim(path: Path, label: str) -> None:
+    """Voxel sizes as the NIfTI header stores them: ITK reads a zero as 1 mm and a negative one as its
+    absolute value, so a broken header would pass as a plausible volume."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        head = fh.read(176)
+    layout = _nifti_layout(head)
+    if layout is None:
+        return
+    order = layout[1]
+    nifti2 = int(np.frombuffer(head[:4], f"{order}i4")[0]) == 540
+    pixdim = np.frombuffer(head, f"{order}f8", count=8, offset=104) if nifti2 else \
+        np.frombuffer(head, f"{order}f4", count=8, offset=76)
+    spacing = pixdim[1:4]
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise VolumeError(f"{label}{path} has implausible spacing {tuple(float(v) for v in spacing)} mm in its "
+                          "NIfTI header (pixdim 1-3 must be positive)")
 
 
 def _check_nifti_size(path: Path, reader: sitk.ImageFileReader, label: str) -> None:
