@@ -18,6 +18,8 @@ import pytest
 import yaml
 from micro_project import run_snakemake
 
+pytestmark = pytest.mark.slow  # the micro workflow run and DVC round trips
+
 GIT_ENV = {"GIT_AUTHOR_NAME": "uvlm-test", "GIT_AUTHOR_EMAIL": "test@uvlm.invalid",
            "GIT_COMMITTER_NAME": "uvlm-test", "GIT_COMMITTER_EMAIL": "test@uvlm.invalid"}
 

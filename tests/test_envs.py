@@ -18,6 +18,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
+import pytest
 import yaml
 from micro_project import REPO, micro_config, project_copy
 from packaging.requirements import Requirement
@@ -175,6 +176,7 @@ def test_the_check_sees_a_missing_package() -> None:
     assert "torch" in stage2 and "torch" not in data
 
 
+@pytest.mark.slow  # a virtualenv installed from the pins
 def test_the_data_environment_runs_its_rules_without_torch(tmp_path: Path) -> None:
     """envs/data.yaml for real, minus conda (conda-forge is not reachable here): a virtualenv with exactly
     its pip pins and the post-deploy script runs the data group's rules of a micro demo, torch absent."""

@@ -23,6 +23,8 @@ from safetensors.numpy import load_file
 from uvlm.constants import CT_RATE_LABELS
 from uvlm.data.ct_rate import ingest_ct_rate
 
+pytestmark = pytest.mark.slow  # real processes killed and rerun
+
 REPO = Path(__file__).resolve().parent.parent
 
 

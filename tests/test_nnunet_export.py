@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from uvlm.data.ct_rate import ingest_ct_rate
@@ -24,6 +25,7 @@ from uvlm.train.nnunet_export import export_nnunet_dataset, load_class_table, se
 CHEST = Path(__file__).resolve().parent.parent / "config" / "labels" / "chest.yaml"
 
 
+@pytest.mark.slow  # nnU-Net's integrity check on three datasets
 def test_exported_granularities_pass_nnunet_integrity_check(tmp_path: Path) -> None:
     root = tmp_path / "ct_rate"
     write_demo_ct_rate(root, DemoConfig(n_patients=6, seed=3, phantom=PhantomConfig(

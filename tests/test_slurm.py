@@ -15,7 +15,8 @@ import pytest
 import yaml
 from micro_project import REPO, micro_config
 
-pytestmark = pytest.mark.skipif(shutil.which("sbatch") is None, reason="SLURM (slurm-wlm) is not installed")
+pytestmark = [pytest.mark.skipif(shutil.which("sbatch") is None, reason="SLURM (slurm-wlm) is not installed"),
+              pytest.mark.slow]  # the demo through a real SLURM: minutes
 
 
 def _cluster_up() -> bool:

@@ -36,6 +36,7 @@ def _case(folder: Path, name: str, rng: np.random.Generator) -> tuple[str, Path]
     return str(folder / "images" / f"{name}.nii.gz"), folder / "labels"
 
 
+@pytest.mark.slow  # nnU-Net's planner, preprocessor and trainer
 def test_stage1_trains_with_nnunet_and_hands_over_encoder(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)

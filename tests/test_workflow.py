@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from micro_project import REPO, micro_config, project_copy
 from micro_project import run_snakemake as _snakemake
+
+pytestmark = pytest.mark.slow  # real Snakemake runs of the micro project
 
 
 def test_lint_is_clean() -> None:
