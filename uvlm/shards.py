@@ -9,13 +9,14 @@ every bad file; with on_error="skip" the bad volumes are listed in errors.csv an
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
+
+from uvlm.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,7 @@ def run_shard(rows: pd.DataFrame, work: Callable[[pd.Series, Path], dict], out_d
 
     finalize(partial_dir), if given, writes shard-level files before the folder is renamed.
     """
-    out_dir = Path(out_dir)
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with atomic_dir(out_dir) as partial:  # a failed shard leaves neither a final folder nor a half-written one
         records, errors = _run_rows(rows, work, partial, desc)
         if errors and on_error == "fail":
             details = "\n".join(f"  {e['volume_name']}: {e['error']}" for e in errors)
@@ -45,10 +42,6 @@ def run_shard(rows: pd.DataFrame, work: Callable[[pd.Series, Path], dict], out_d
         pd.DataFrame(errors, columns=ERROR_COLUMNS).to_csv(partial / "errors.csv", index=False)
         if finalize is not None:
             finalize(partial)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        partial.rename(out_dir)
-    finally:  # a failed shard leaves neither a final folder nor a half-written one
-        shutil.rmtree(partial, ignore_errors=True)
     return index
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from uvlm.io import atomic_path, write_json  # noqa: E402
+from uvlm.io import atomic_dir, atomic_path, write_json  # noqa: E402
 from uvlm.models.encoder import pick_device  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -162,19 +161,14 @@ def write_model_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], co
                        progress: Progress, title: str, extra_files: dict[str, object] | None = None,
                        finalize: Callable[[Path], None] | None = None) -> None:
     """model.safetensors + config.json + training_log.csv + training_curve.png, renamed in at the end."""
-    out_dir = Path(out_dir)
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    save_file({k: v.detach().cpu().clone() for k, v in tensors.items()}, str(partial / "model.safetensors"))
-    write_json(config, partial / "config.json")
-    df = progress.frame()
-    df.to_csv(partial / "training_log.csv", index=False)
-    if len(df):
-        plot_curve(df, partial / "training_curve.png", title)
-    for name, obj in (extra_files or {}).items():
-        write_json(obj, partial / name)
-    if finalize is not None:
-        finalize(partial)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    partial.rename(out_dir)
+    with atomic_dir(out_dir) as partial:
+        save_file({k: v.detach().cpu().clone() for k, v in tensors.items()}, str(partial / "model.safetensors"))
+        write_json(config, partial / "config.json")
+        df = progress.frame()
+        df.to_csv(partial / "training_log.csv", index=False)
+        if len(df):
+            plot_curve(df, partial / "training_curve.png", title)
+        for name, obj in (extra_files or {}).items():
+            write_json(obj, partial / name)
+        if finalize is not None:
+            finalize(partial)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from uvlm.data.ct_volume import holds_hu, load_ct_row, write_hu_image
 from uvlm.data.holdout import holdout_mask
-from uvlm.io import write_json
+from uvlm.io import atomic_dir, write_json
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -45,28 +45,26 @@ def export_nnunet_dataset(rows: pd.DataFrame, granularity: str, class_table: dic
     """Write <out_dir>/DatasetXXX_UVLM<gran>/ and return that folder (built in .partial, then renamed)."""
     name = f"Dataset{dataset_id:03d}_UVLM{granularity}"
     final = Path(out_dir) / name
-    partial = Path(out_dir) / (name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    for _, row in rows.iterrows():
-        case = row["volume_name"]
-        image, facts = load_ct_row(row)  # checked; nnU-Net trains on the HU volume preprocessing sees
-        if holds_hu(facts) and row["image_path"].endswith(".nii.gz"):
-            _link_or_copy(Path(row["image_path"]), partial / "imagesTr" / f"{case}_0000.nii.gz")
-        else:
-            write_hu_image(image, partial / "imagesTr" / f"{case}_0000.nii.gz")
-        _link_or_copy(Path(row["shard_dir"]) / granularity / f"{case}.nii.gz", partial / "labelsTr" / f"{case}.nii.gz")
-    labels = {"background": 0, **{n: int(v) for v, n in class_table.items() if v != "0"}}
-    write_json({
-        "channel_names": {"0": "CT"},
-        "labels": labels,
-        "numTraining": len(rows),
-        "file_ending": ".nii.gz",
-        "name": name,
-        "description": f"U-VLM Stage 1 labels, granularity {granularity}",
-    }, partial / "dataset.json")
-    write_json(patient_split(rows, val_fraction, seed), partial / "uvlm_split.json")
-    shutil.rmtree(final, ignore_errors=True)
-    partial.rename(final)
+    with atomic_dir(final) as partial:
+        for _, row in rows.iterrows():
+            case = row["volume_name"]
+            image, facts = load_ct_row(row)  # checked; nnU-Net trains on the HU volume preprocessing sees
+            if holds_hu(facts) and row["image_path"].endswith(".nii.gz"):
+                _link_or_copy(Path(row["image_path"]), partial / "imagesTr" / f"{case}_0000.nii.gz")
+            else:
+                write_hu_image(image, partial / "imagesTr" / f"{case}_0000.nii.gz")
+            _link_or_copy(Path(row["shard_dir"]) / granularity / f"{case}.nii.gz",
+                          partial / "labelsTr" / f"{case}.nii.gz")
+        labels = {"background": 0, **{n: int(v) for v, n in class_table.items() if v != "0"}}
+        write_json({
+            "channel_names": {"0": "CT"},
+            "labels": labels,
+            "numTraining": len(rows),
+            "file_ending": ".nii.gz",
+            "name": name,
+            "description": f"U-VLM Stage 1 labels, granularity {granularity}",
+        }, partial / "dataset.json")
+        write_json(patient_split(rows, val_fraction, seed), partial / "uvlm_split.json")
     return final
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from uvlm.io import write_json
+from uvlm.io import atomic_dir, write_json
 from uvlm.models.encoder import EncoderConfig, save_encoder
 
 log = logging.getLogger(__name__)
@@ -166,21 +166,17 @@ def run_stage1(dataset_dir: str | Path, work_dir: str | Path, out_dir: str | Pat
     if rank == 0:
         net = trainer.network.module if hasattr(trainer.network, "module") else trainer.network
         net = getattr(net, "_orig_mod", net)
-        partial = out_dir.with_name(out_dir.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
         classes = {str(v): k for k, v in dataset_json["labels"].items()}
-        save_encoder(net.encoder, enc, partial, extra={
-            "stage": 1, "dataset": dataset_dir.name, "classes": classes, "spacing_mm": cfg.spacing_mm,
-            "patch_size": cfg.patch_size, "epochs": cfg.epochs, "trainer": cfg.trainer,
-        })
-        _training_log(trainer).to_csv(partial / "training_log.csv", index=False)
-        shutil.copyfile(pre / f"{PLANS_NAME}.json", partial / "plans.json")
-        progress = Path(trainer.output_folder) / "progress.png"
-        if progress.is_file():
-            shutil.copyfile(progress, partial / "training_curve.png")
-        shutil.rmtree(out_dir, ignore_errors=True)
-        partial.rename(out_dir)
+        with atomic_dir(out_dir) as partial:
+            save_encoder(net.encoder, enc, partial, extra={
+                "stage": 1, "dataset": dataset_dir.name, "classes": classes, "spacing_mm": cfg.spacing_mm,
+                "patch_size": cfg.patch_size, "epochs": cfg.epochs, "trainer": cfg.trainer,
+            })
+            _training_log(trainer).to_csv(partial / "training_log.csv", index=False)
+            shutil.copyfile(pre / f"{PLANS_NAME}.json", partial / "plans.json")
+            progress = Path(trainer.output_folder) / "progress.png"
+            if progress.is_file():
+                shutil.copyfile(progress, partial / "training_curve.png")
     if distributed:
         dist.destroy_process_group()
 
@@ -210,12 +206,8 @@ def import_stage1(checkpoint: str | Path, out_dir: str | Path, enc: EncoderConfi
     state = {k[len("encoder."):]: v for k, v in ckpt["network_weights"].items() if k.startswith("encoder.")}
     encoder = build_encoder(enc)
     encoder.load_state_dict(state, strict=True)
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    save_encoder(encoder, enc, partial, extra={"stage": 1, "imported_from": str(checkpoint.resolve()),
-                                               "trainer": ckpt["trainer_name"],
-                                               "epochs": int(ckpt.get("current_epoch", 0))})
-    write_json(plans, partial / "plans.json")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    partial.rename(out_dir)
+    with atomic_dir(out_dir) as partial:
+        save_encoder(encoder, enc, partial, extra={"stage": 1, "imported_from": str(checkpoint.resolve()),
+                                                   "trainer": ckpt["trainer_name"],
+                                                   "epochs": int(ckpt.get("current_epoch", 0))})
+        write_json(plans, partial / "plans.json")
