@@ -7,7 +7,6 @@ pseudo-labels and label maps; `python tests/bad_inputs.py` writes the table in d
 from __future__ import annotations
 
 import gzip
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,9 +15,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
-
-VICTIM = "train_1_a_1"  # the volume most kinds damage (a training volume: every step reads it)
-SPACING_XYZ = (1.5, 1.5, 2.0)  # what conftest.write_ct_rate_root writes, in the header and the metadata
+from damage import (
+    VICTIM,
+    add_lesions,
+    body_hu,
+    copy_file,
+    corrupt_middle,
+    edit_csv,
+    hu_with_padding,
+    image_of,
+    labels,
+    lesion_mask,
+    metadata,
+    npz_bytes,
+    remove_tree,
+    reports,
+    rewrite_gz,
+    set_cell,
+    set_pixdim,
+    set_voxels,
+    volume_path,
+    write_image,
+    write_volume,
+)
 
 
 @dataclass(frozen=True)
@@ -44,116 +63,6 @@ class Run:
     unlisted: pd.DataFrame
     preprocessed: pd.DataFrame  # index.parquet of the preprocessing shard
     errors: dict[str, dict[str, str]]  # step -> {case: error}
-
-
-# ------------------------------------------------------------------ helpers that damage a root
-def volume_path(root: Path, name: str = VICTIM) -> Path:
-    return next((root / "dataset").rglob(f"{name}.nii.gz"))
-
-
-def body_hu(shape=(12, 20, 20), seed: int = 0) -> np.ndarray:
-    """Noisy air around a body of soft tissue with a bone, in HU (z, y, x)."""
-    rng = np.random.default_rng(seed)
-    d, h, w = shape
-    _, y, x = np.mgrid[:d, :h, :w]
-    body = ((y - h / 2) / (h * 0.4)) ** 2 + ((x - w / 2) / (w * 0.45)) ** 2 <= 1
-    arr = np.where(body, 40.0, -1000.0) + rng.normal(0, 8, shape)
-    arr[:, int(h * 0.7), w // 2] = 700.0
-    return arr
-
-
-def fov(shape=(12, 20, 20)) -> np.ndarray:
-    """The circular field of view of a scanner (True inside)."""
-    _, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]]
-    return (y - shape[1] / 2) ** 2 + (x - shape[2] / 2) ** 2 < (shape[1] / 2 - 1) ** 2
-
-
-def write_volume(root: Path, arr: np.ndarray, dtype=np.int16, spacing=SPACING_XYZ, name: str = VICTIM,
-                 suffix: str = ".nii.gz") -> Path:
-    """Replace a volume's file with arr (z, y, x); a different suffix replaces the .nii.gz."""
-    target = volume_path(root, name)
-    img = sitk.GetImageFromArray(np.asarray(arr).astype(dtype))
-    img.SetSpacing(spacing)
-    out = target.with_name(f"{name}{suffix}")
-    target.unlink()
-    sitk.WriteImage(img, str(out))
-    return out
-
-
-def write_image(root: Path, img: sitk.Image, name: str = VICTIM) -> None:
-    sitk.WriteImage(img, str(volume_path(root, name)))
-
-
-def edit_csv(path: Path, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    edit(df).to_csv(path, index=False)
-
-
-def set_cell(path: Path, name: str, column: str, value: str) -> None:
-    def edit(df: pd.DataFrame) -> pd.DataFrame:
-        df.loc[df["VolumeName"].str.startswith(name), column] = value
-        return df
-
-    edit_csv(path, edit)
-
-
-def reports(root: Path) -> Path:
-    return root / "radiology_text_reports" / "train_reports.csv"
-
-
-def metadata(root: Path) -> Path:
-    return root / "metadata" / "train_metadata.csv"
-
-
-def labels(root: Path) -> Path:
-    return root / "multi_abnormality_labels" / "train_predicted_labels.csv"
-
-
-def rewrite_gz(path: Path, edit: Callable[[bytes], bytes]) -> None:
-    path.write_bytes(edit(path.read_bytes()))
-
-
-def set_pixdim(path: Path, axis: int, value: float) -> None:
-    """Overwrite pixdim[axis] (1 = x) of a NIfTI-1 .nii.gz header, as a broken exporter would."""
-    import struct
-
-    raw = bytearray(gzip.decompress(path.read_bytes()))
-    raw[76 + 4 * axis: 80 + 4 * axis] = struct.pack("<f", value)
-    path.write_bytes(gzip.compress(bytes(raw)))
-
-
-def corrupt_middle(data: bytes) -> bytes:
-    mid = len(data) // 2
-    return data[:mid] + bytes(b ^ 0x5A for b in data[mid:mid + 16]) + data[mid + 16:]
-
-
-def add_lesions(root: Path, mask: np.ndarray | None, categories: dict[str, str], name: str = VICTIM,
-                file_bytes: bytes | None = None, nifti: sitk.Image | None = None) -> None:
-    """A ReXGroundingCT entry for one volume: dataset.json + segmentations/<name>.npz (F, X, Y, Z) or .nii.gz."""
-    rex = root / "ReXGroundingCT"
-    (rex / "segmentations").mkdir(parents=True, exist_ok=True)
-    entry = {"name": f"{name}.nii.gz", "categories": categories, "findings": dict.fromkeys(categories, "a finding")}
-    (rex / "dataset.json").write_text(json.dumps({"train": [entry]}))
-    if nifti is not None:
-        sitk.WriteImage(nifti, str(rex / "segmentations" / f"{name}.nii.gz"))
-    elif file_bytes is not None:
-        (rex / "segmentations" / f"{name}.npz").write_bytes(file_bytes)
-    elif mask is not None:
-        np.savez_compressed(rex / "segmentations" / f"{name}.npz", mask=mask)
-
-
-def lesion_mask(channels: int = 1, shape_xyz=(20, 20, 12)) -> np.ndarray:
-    mask = np.zeros((channels, *shape_xyz), np.uint8)
-    mask[:, 8:12, 8:12, 4:8] = 1
-    return mask
-
-
-def npz_bytes(**arrays: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return buf.getvalue()
 
 
 def rejected_by_every_reader(run: Run) -> None:
@@ -187,12 +96,6 @@ def not_found(run: Run) -> None:
     assert VICTIM in run.errors["preprocess"]
 
 
-def hu_with_padding(pad: float, stored: str = "hu") -> np.ndarray:
-    hu = body_hu()
-    values = np.round(hu + (1024 if stored == "raw" else 0))
-    return np.where(fov(), values, pad)
-
-
 def _kinds() -> list[Kind]:
     k: list[Kind] = []
     add = k.append
@@ -219,13 +122,13 @@ def _kinds() -> list[Kind]:
     add(Kind("two_d", "volume", "a single 2-D slice", lambda r: write_image(r, sitk.GetImageFromArray(
         body_hu()[0].astype(np.int16))), "rejected", r"has 2 dimensions", check=rejected_by_every_reader))
     add(Kind("four_d_single", "volume", "a 4-D export with one time point",
-             lambda r: write_image(r, sitk.JoinSeries(_img(body_hu()))), "repaired",
+             lambda r: write_image(r, sitk.JoinSeries(image_of(body_hu()))), "repaired",
              outcome="squeezed to 3-D, then processed", check=repaired(hu_correction="none")))
     add(Kind("four_d_multi", "volume", "a 4-D series with 3 time points",
-             lambda r: write_image(r, sitk.JoinSeries([_img(body_hu())] * 3)), "rejected", r"has 4 dimensions",
+             lambda r: write_image(r, sitk.JoinSeries([image_of(body_hu())] * 3)), "rejected", r"has 4 dimensions",
              check=rejected_by_every_reader))
     add(Kind("rgb", "volume", "a colour (3-component) export",
-             lambda r: write_image(r, sitk.Compose([_img(body_hu())] * 3)), "rejected", r"3 components per voxel",
+             lambda r: write_image(r, sitk.Compose([image_of(body_hu())] * 3)), "rejected", r"3 components per voxel",
              check=rejected_by_every_reader))
     add(Kind("one_slice", "volume", "one axial slice stored as a 3-D volume",
              lambda r: write_volume(r, body_hu((1, 20, 20))), "rejected", r"at least 2 x 2 x 8 voxels",
@@ -245,10 +148,10 @@ def _kinds() -> list[Kind]:
              lambda r: write_volume(r, body_hu(), spacing=(0.75, 0.75, 2.0)), "rejected",
              r"x spacing 0.75 mm in the header, 1.5 mm in the metadata", check=rejected_by_every_reader))
     add(Kind("nan_voxels", "volume", "NaN voxels in a float32 volume",
-             lambda r: write_volume(r, _with(body_hu(), (5, 5, 5), np.nan), np.float32), "rejected",
+             lambda r: write_volume(r, set_voxels(body_hu(), (5, 5, 5), np.nan), np.float32), "rejected",
              r"1 NaN or infinite voxels", check=rejected_by_every_reader))
     add(Kind("inf_voxels", "volume", "+inf voxels in a float64 volume",
-             lambda r: write_volume(r, _with(body_hu(), (5, slice(0, 3), 5), np.inf), np.float64), "rejected",
+             lambda r: write_volume(r, set_voxels(body_hu(), (5, slice(0, 3), 5), np.inf), np.float64), "rejected",
              r"3 NaN or infinite voxels", check=rejected_by_every_reader))
     add(Kind("constant", "volume", "every voxel 0 (a failed export)",
              lambda r: write_volume(r, np.zeros((12, 20, 20))), "rejected", r"is constant",
@@ -347,7 +250,7 @@ def _kinds() -> list[Kind]:
              lambda r: edit_csv(labels(r), lambda df: pd.concat([df, df.iloc[:1]])), "ingest error",
              r"train_predicted_labels.csv: duplicate VolumeName rows"))
     # ---------------------------------------------------------------- folders
-    add(Kind("duplicate_file", "folders", "the same VolumeName in two folders", lambda r: _copy(
+    add(Kind("duplicate_file", "folders", "the same VolumeName in two folders", lambda r: copy_file(
         volume_path(r), r / "dataset" / "train" / f"{VICTIM}.nii.gz"), "ingest error",
         r"1 VolumeNames have more than one file.*train_1_a_1: .*train_1_a_1.nii.gz, .*train_1_a_1.nii.gz"))
     add(Kind("nii_beside_gz", "folders", "a .nii beside the .nii.gz of the same volume",
@@ -357,7 +260,7 @@ def _kinds() -> list[Kind]:
              lambda r: (volume_path(r).parent / f".{VICTIM}.nii.gz.part.nii.gz").write_bytes(b"\x1f\x8b"), "accepted",
              outcome="hidden files are not volumes",
              check=lambda run: _assert(run.unlisted.empty and not run.errors["preprocess"])))
-    add(Kind("no_dataset_folder", "folders", "no dataset/ folder", lambda r: _rmtree(r / "dataset"), "ingest error",
+    add(Kind("no_dataset_folder", "folders", "no dataset/ folder", lambda r: remove_tree(r / "dataset"), "ingest error",
              r"no dataset/ folder"))
     # ---------------------------------------------------------------- lesion masks (ReXGroundingCT)
     add(Kind("mask_ok", "masks", "a valid lesion mask (control)", lambda r: add_lesions(r, lesion_mask(), {"1": "2d"}),
@@ -385,29 +288,6 @@ def _kinds() -> list[Kind]:
              lambda r: add_lesions(r, None, {"1": "2d"}), "rejected", r"lesion mask not found",
              check=lambda run: _assert(VICTIM in run.errors["labels"])))
     return k
-
-
-def _img(arr: np.ndarray) -> sitk.Image:
-    img = sitk.GetImageFromArray(np.round(arr).astype(np.int16))
-    img.SetSpacing(SPACING_XYZ)
-    return img
-
-
-def _with(arr: np.ndarray, index, value: float) -> np.ndarray:
-    arr = arr.copy()
-    arr[index] = value
-    return arr
-
-
-def _copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_bytes(src.read_bytes())
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path)
 
 
 def _assert(ok: bool) -> None:

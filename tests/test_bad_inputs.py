@@ -89,7 +89,7 @@ def test_docs_table_is_generated_from_the_corpus() -> None:
 
 def test_reconciliation_accounts_for_every_planted_defect(tmp_path: Path) -> None:
     """Several defects in one root: every volume ends up accepted or rejected (with its reason) at each step."""
-    from bad_inputs import corrupt_middle, labels, reports, set_cell, volume_path
+    from damage import corrupt_middle, labels, reports, set_cell, volume_path
 
     from uvlm.qc.reconcile import reconcile
 
@@ -121,7 +121,7 @@ def test_reconciliation_accounts_for_every_planted_defect(tmp_path: Path) -> Non
 
 
 def test_training_loaders_leave_out_both_copies_of_a_leaked_scan(tmp_path: Path) -> None:
-    from bad_inputs import volume_path
+    from damage import volume_path
 
     from uvlm.data.volumes import load_split
 

@@ -257,7 +257,7 @@ def test_planted_bad_volumes_are_rejected_and_reconciled(tmp_path: Path) -> None
     """A CT-RATE-layout copy of the micro demo with defects planted, run with `on_volume_error: skip`: the
     bad volumes are rejected or left out with their reasons, the others go on, and every step balances."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from bad_inputs import corrupt_middle, labels, reports, set_cell
+    from damage import corrupt_middle, labels, reports, set_cell
 
     (tmp_path / "config").symlink_to(REPO / "config")
     (tmp_path / "workflow").symlink_to(REPO / "workflow")
