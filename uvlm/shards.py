@@ -76,3 +76,10 @@ def read_shard_indexes(shard_dirs: list[str | Path]) -> pd.DataFrame:
     frames = [pd.read_parquet(Path(d) / "index.parquet").assign(shard_dir=str(d)) for d in shard_dirs]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def read_shard_errors(shard_dirs: list[str | Path]) -> pd.DataFrame:
+    """Concatenate the errors.csv of several shard folders: volume_name, file, error."""
+    frames = [pd.read_csv(Path(d) / "errors.csv", keep_default_na=False) for d in shard_dirs]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ERROR_COLUMNS)

@@ -14,20 +14,17 @@ from pathlib import Path
 import pandas as pd
 
 from uvlm.data.manifest import split_leaks, usable
+from uvlm.shards import read_shard_errors, read_shard_indexes
 
 REJECTED_COLUMNS = ["dataset", "case", "step", "reason"]
 
 
-def _shard_errors(shard_dirs: list[str | Path]) -> pd.DataFrame:
-    frames = [pd.read_csv(Path(d) / "errors.csv", keep_default_na=False) for d in shard_dirs]
-    frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["volume_name", "error"])
+def _cases(index: pd.DataFrame) -> set[str]:
+    return set(index["volume_name"]) if "volume_name" in index.columns else set()
 
 
-def _shard_index(shard_dirs: list[str | Path]) -> pd.DataFrame:
-    frames = [pd.read_parquet(Path(d) / "index.parquet") for d in shard_dirs]
-    frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["volume_name"])
+def _reasons(errors: pd.DataFrame) -> dict[str, str]:
+    return dict(zip(errors["volume_name"], errors["error"], strict=True))
 
 
 def reconcile(manifest: pd.DataFrame, unlisted: pd.DataFrame, stage1_cases: pd.DataFrame,
@@ -49,23 +46,18 @@ def reconcile(manifest: pd.DataFrame, unlisted: pd.DataFrame, stage1_cases: pd.D
     account("ingest", listed | set(unlisted["volume_name"]), listed,
             {r.volume_name: f"volume file without a report row: {r.file}" for r in unlisted.itertuples()})
 
-    pre_index, pre_errors = _shard_index(preprocess_shards), _shard_errors(preprocess_shards)
+    pre_index = read_shard_indexes(preprocess_shards)
     leaks = split_leaks(manifest, pre_index)
-    account("preprocess", listed, set(pre_index["volume_name"]) - set(leaks["case"]),
-            {**dict(zip(pre_errors["volume_name"], pre_errors["error"], strict=True)),
-             **dict(zip(leaks["case"], leaks["reason"], strict=True))})
+    account("preprocess", listed, _cases(pre_index) - set(leaks["case"]),
+            {**_reasons(read_shard_errors(preprocess_shards)), **dict(zip(leaks["case"], leaks["reason"], strict=True))})
 
     cases = set(stage1_cases["volume_name"])
     for labeler, shards in labeler_shards.items():
-        errors = _shard_errors(shards)
-        account(f"pseudolabel {labeler}", cases, set(_shard_index(shards)["volume_name"]),
-                dict(zip(errors["volume_name"], errors["error"], strict=True)))
-    lab_errors = _shard_errors(label_shards)
+        account(f"pseudolabel {labeler}", cases, _cases(read_shard_indexes(shards)), _reasons(read_shard_errors(shards)))
     train_cases = set(stage1_cases.loc[stage1_cases["split"] == "train", "volume_name"])
-    account("label maps", train_cases, set(_shard_index(label_shards)["volume_name"]),
-            dict(zip(lab_errors["volume_name"], lab_errors["error"], strict=True)))
+    account("label maps", train_cases, _cases(read_shard_indexes(label_shards)), _reasons(read_shard_errors(label_shards)))
 
-    ready = manifest[manifest["volume_name"].isin(set(pre_index["volume_name"]) - set(leaks["case"]))]
+    ready = manifest[manifest["volume_name"].isin(_cases(pre_index) - set(leaks["case"]))]
     for step, split, need in (("Stage 2 (labels)", "train", "labels"), ("Stage 3 (report targets)", "train", "report"),
                               ("scoring (labels and reference report)", "valid", "scoring")):
         rows = ready[ready["split"] == split]
