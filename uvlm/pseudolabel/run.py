@@ -133,15 +133,14 @@ def pseudolabel_shard(rows: pd.DataFrame, name: str, spec: dict, out_dir: str | 
         case = row["volume_name"]
         start = time.monotonic()
         image, facts = load_ct_row(row)  # the same checked HU volume preprocessing sees
-        source = Path(row["image_path"])
-        if not holds_hu(facts):  # tools that read files get the harmonised volume too
-            source = partial / ".hu" / f"{case}.nii"
-            write_hu_image(image, source)
+        copy = None if holds_hu(facts) else partial / ".hu" / f"{case}.nii"
+        if copy is not None:  # tools that read files get the harmonised volume too
+            write_hu_image(image, copy)
         try:
-            path = labeler.write(case, str(source), image, partial)
+            path = labeler.write(case, str(copy or row["image_path"]), image, partial)
         finally:
-            if source.parent == partial / ".hu":
-                source.unlink(missing_ok=True)
+            if copy is not None:
+                copy.unlink(missing_ok=True)
         labels = read_image(path, case)
         diffs = same_geometry(labels, image)
         if diffs:
