@@ -86,19 +86,24 @@ def test_nnunet_backend_end_to_end_with_renamed_classes(tmp_path: Path) -> None:
     ct = oblique_ct(tmp_path / "ct.nii.gz")
     folder = write_random_model_folder(tmp_path / "Dataset801_Airway" / "nnUNetTrainer__nnUNetPlans__3d_fullres",
                                        {1: "lumen", 2: "wall"}, (4.0, 3.0, 3.0), patch_size=(16, 32, 32))
+    raw = sitk.Cast(sitk.Clamp(ct + 1024, sitk.sitkInt16, 0, 4095), sitk.sitkUInt16)  # stored raw: HU + 1024
+    sitk.WriteImage(raw, str(tmp_path / "raw.nii.gz"))
     rows = pd.DataFrame([{"volume_name": "train_1_a_1", "image_path": str(tmp_path / "ct.nii.gz")},
-                         {"volume_name": "train_2_a_1", "image_path": str(tmp_path / "missing.nii.gz")}])
+                         {"volume_name": "train_2_a_1", "image_path": str(tmp_path / "missing.nii.gz")},
+                         {"volume_name": "train_3_a_1", "image_path": str(tmp_path / "raw.nii.gz"),
+                          "rescale_intercept": -1024.0, "rescale_slope": 1.0}])
     spec = {"backend": "nnunet", "model_dir": str(folder), "folds": [0], "classes": {"1": "airway"}}
     index = pseudolabel_shard(rows, "airway", spec, tmp_path / "out" / "shard_0", on_error="skip")
     shard = tmp_path / "out" / "shard_0"
-    assert index["volume_name"].tolist() == ["train_1_a_1"]
+    assert index["volume_name"].tolist() == ["train_1_a_1", "train_3_a_1"]
+    assert_same_grid(sitk.ReadImage(str(shard / "train_3_a_1.nii.gz")), ct)
     assert "train_2_a_1" in (shard / "errors.csv").read_text()  # one unreadable case, the other done
     out = sitk.ReadImage(str(shard / "train_1_a_1.nii.gz"))
     assert_same_grid(out, ct)
     assert json.loads((shard / "classes.json").read_text()) == {"1": "airway", "2": "wall"}
     assert (shard / "qc" / "train_1_a_1.png").is_file()
-    assert sorted(p.name for p in shard.iterdir()) == ["classes.json", "errors.csv", "index.parquet",
-                                                      "labeler.json", "qc", "train_1_a_1.nii.gz"]
+    assert sorted(p.name for p in shard.iterdir()) == ["classes.json", "errors.csv", "index.parquet",  # no .hu copy
+                                                      "labeler.json", "qc", "train_1_a_1.nii.gz", "train_3_a_1.nii.gz"]
     with pytest.raises(ModelFolderError, match="no label values \\[7\\]"):
         NnunetLabeler(folder, [0], rename={7: "x"})
 
