@@ -12,7 +12,7 @@ import pytest
 from bad_inputs import HEADER, KINDS, VICTIM, Kind, Run, table
 from conftest import write_ct_rate_root
 
-from uvlm.data.ct_rate import IngestError, ingest_ct_rate, unlisted_volume_files
+from uvlm.data.ct_rate import IngestError, find_volumes, ingest_ct_rate, unlisted_volume_files
 from uvlm.labels.label_map import load_label_map
 from uvlm.labels.shard import label_shard
 from uvlm.preprocess.volume import preprocess_shard
@@ -30,7 +30,8 @@ def errors_of(shard: Path) -> dict[str, str]:
 
 def run_steps(root: Path, work: Path) -> Run:
     """Ingest, then every per-volume step in skip mode, as `on_volume_error: skip` runs them."""
-    manifest = ingest_ct_rate(root, shard_size=64)
+    volumes = find_volumes(root / "dataset")
+    manifest = ingest_ct_rate(root, shard_size=64, volumes=volumes)
     pre = preprocess_shard(manifest, work / "pre", (8, 12, 12), (-1000, 1000), "LPS", on_error="skip")
     train = manifest[manifest["split"] == "train"]
     pseudolabel_shard(train, "classical", {"backend": "classical", "params": {}}, work / "pl", on_error="skip",
@@ -39,7 +40,7 @@ def run_steps(root: Path, work: Path) -> Run:
     label_shard(train, maps, [work / "pl"], work / "labels", lesions_complete=True, on_error="skip")
     for step in ("pre", "pl", "labels"):  # every shard completed: no half-written folder stands anywhere
         assert not (work / f"{step}.partial").exists()
-    return Run(manifest, unlisted_volume_files(root, manifest), pre,
+    return Run(manifest, unlisted_volume_files(volumes, manifest), pre,
                {"preprocess": errors_of(work / "pre"), "pseudolabel": errors_of(work / "pl"),
                 "labels": errors_of(work / "labels")})
 

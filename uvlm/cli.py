@@ -70,12 +70,13 @@ def cmd_demo_data(a: argparse.Namespace, cfg: dict) -> None:
 
 
 def cmd_ingest(a: argparse.Namespace, cfg: dict) -> None:
-    from uvlm.data.ct_rate import ingest_ct_rate, unlisted_volume_files
+    from uvlm.data.ct_rate import find_volumes, ingest_ct_rate, unlisted_volume_files
     from uvlm.io import write_csv, write_parquet
 
-    root = Path(a.root) if a.root else ct_rate_root(cfg)
-    df = ingest_ct_rate(root, cfg["shard_size"], cfg["rexgrounding_root"] or None)
-    unlisted = unlisted_volume_files(root, df)
+    root = (Path(a.root) if a.root else ct_rate_root(cfg)).resolve()  # absolute image paths in the manifest
+    volumes = find_volumes(root / "dataset")  # walked once, for the manifest and the unlisted files
+    df = ingest_ct_rate(root, cfg["shard_size"], cfg["rexgrounding_root"] or None, volumes=volumes)
+    unlisted = unlisted_volume_files(volumes, df)
     write_parquet(df, a.out)
     write_csv(unlisted, a.unlisted)
     log.info("manifest: %d volumes (%d missing files, %d without labels, %d with empty reports), %d shards -> %s; "

@@ -145,12 +145,16 @@ def _lesion_masks(folder: Path) -> dict[str, Path]:
     return found
 
 
-def ingest_ct_rate(root: str | Path, shard_size: int, rex_root: str | Path | None = None) -> pd.DataFrame:
-    """Build and validate the manifest of a CT-RATE root (see uvlm.data.manifest for the schema)."""
+def ingest_ct_rate(root: str | Path, shard_size: int, rex_root: str | Path | None = None,
+                   volumes: dict[str, Path] | None = None) -> pd.DataFrame:
+    """Build and validate the manifest of a CT-RATE root (see uvlm.data.manifest for the schema).
+
+    volumes: `find_volumes(<root>/dataset)` of the resolved root, when the caller has walked the folder already
+    (50,000 files)."""
     root = Path(root).resolve()
     if not (root / "dataset").is_dir():
         raise IngestError(f"{root}: no dataset/ folder; is this a CT-RATE root?")
-    volumes = find_volumes(root / "dataset")
+    volumes = find_volumes(root / "dataset") if volumes is None else volumes
     rex_root = Path(rex_root) if rex_root else root / "ReXGroundingCT"
     lesions = _lesion_index(rex_root)
     masks = _lesion_masks(rex_root / "segmentations") if lesions else {}
@@ -214,8 +218,7 @@ def ingest_ct_rate(root: str | Path, shard_size: int, rex_root: str | Path | Non
     return validate_manifest(df)
 
 
-def unlisted_volume_files(root: str | Path, manifest: pd.DataFrame) -> pd.DataFrame:
-    """Volume files under <root>/dataset/ that no report row names (left out of the manifest): volume_name, file."""
-    volumes = find_volumes(Path(root).resolve() / "dataset")
+def unlisted_volume_files(volumes: dict[str, Path], manifest: pd.DataFrame) -> pd.DataFrame:
+    """Volume files (`find_volumes`) that no report row names, left out of the manifest: volume_name, file."""
     names = sorted(set(volumes) - set(manifest["volume_name"]))
     return pd.DataFrame({"volume_name": names, "file": [str(volumes[n]) for n in names]})
