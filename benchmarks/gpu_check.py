@@ -71,8 +71,9 @@ def synthetic_rows(folder: Path, n: int, grid: tuple[int, int, int], rng: np.ran
 def check_training_functions(tmp: Path, device: str) -> dict:
     from uvlm.experiments import Experiment
     from uvlm.generate import generate_reports
+    from uvlm.models.report_factory import load_report_model
     from uvlm.train.stage2 import Stage2Config, train_stage2
-    from uvlm.train.stage3 import Stage3Config, load_report_model, train_stage3
+    from uvlm.train.stage3 import Stage3Config, train_stage3
 
     rng = np.random.default_rng(0)
     grid = (32, 64, 64)

@@ -17,9 +17,10 @@ import torch
 from uvlm.experiments import Experiment
 from uvlm.models.cls_head import ClsHeadConfig, QueryClassificationHead, Stage2Classifier
 from uvlm.models.encoder import EncoderConfig, build_encoder, build_unet
+from uvlm.models.report_factory import own_model_config
 from uvlm.models.report_model import ReportGenerator
 from uvlm.text.tokenizer import SpecialIds
-from uvlm.train.stage3 import build_model_config, pad_batch
+from uvlm.train.stage3 import pad_batch
 
 SPECIAL = SpecialIds(pad_id=0, unk_id=1, bos_id=2, eos_id=3, vision_start_id=4, vision_end_id=5)
 
@@ -93,7 +94,7 @@ def report_model(cfg: dict, device: torch.device, freeze: bool) -> ReportGenerat
     """Our decoder with skip-connection injection and the deepest stage's visual tokens (the paper's best row)."""
     enc = EncoderConfig.from_config(cfg["encoder"])
     exp = Experiment("bench", "SC", None, False, multi_layer=True, frozen=freeze)
-    mcfg = build_model_config(enc, tuple(cfg["preprocess"]["grid"]), cfg["stage3"]["decoder"],
+    mcfg = own_model_config(enc, tuple(cfg["preprocess"]["grid"]), cfg["stage3"]["decoder"],
                               cfg["stage3"]["vocab_size"], SPECIAL, exp, cfg["stage3"]["max_text_tokens"],
                               cfg["stage3"]["injection"]["stage_to_layer"])
     return ReportGenerator(mcfg, build_encoder(enc)).to(device)

@@ -308,7 +308,7 @@ def test_parameter_table_matches_built_models() -> None:
     """The meta-device counts equal those of really built modules; embeddings are vocab x dim."""
     from uvlm.config import REPO_ROOT, load_config
     from uvlm.models.encoder import EncoderConfig, build_unet
-    from uvlm.models.param_count import parameter_table
+    from uvlm.param_count import parameter_table
 
     cfg = load_config(REPO_ROOT / "config" / "config.yaml")
     df = parameter_table(cfg).set_index("part")["parameters"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from uvlm.config import REPO_ROOT, validate_config
-from uvlm.evaluation.ablation_tables import table4, table5
+from uvlm.evaluation.paper_tables import table4, table5
 from uvlm.evaluation.tables import main_table, to_markdown
 from uvlm.experiments import Experiment, Plan
 

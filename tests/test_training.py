@@ -18,9 +18,10 @@ from uvlm.constants import CT_RATE_LABELS
 from uvlm.data.volumes import VolumeDataset, balanced_batches
 from uvlm.experiments import Experiment
 from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder, save_encoder
+from uvlm.models.report_factory import load_report_model, own_model_config
 from uvlm.text.tokenizer import train_bpe
 from uvlm.train.stage2 import Stage2Config, train_stage2
-from uvlm.train.stage3 import Stage3Config, build_model_config, load_report_model, train_stage3
+from uvlm.train.stage3 import Stage3Config, train_stage3
 
 ENC = EncoderConfig(features_per_stage=[4, 8, 8], strides=[1, 2, 2], n_blocks_per_stage=[1, 1, 1],
                     n_conv_per_stage_decoder=[1, 1])
@@ -186,7 +187,7 @@ def test_fit_keeps_the_weights_of_the_best_smoothed_score(ema: float, best: int)
     """Scores 0.1, 0.5, 0.3 at steps 2, 4, 6: the raw best is step 4; the authors' EMA (0.9) gives
     0.1, 0.14, 0.156, whose best is step 6. The kept state is the model's state at that step."""
     from uvlm.train.fit import Checkpointing, fit
-    from uvlm.train.loop import OptimConfig, Runtime
+    from uvlm.train.runtime import OptimConfig, Runtime
 
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 1)
@@ -225,7 +226,7 @@ def test_architecture_mismatch_lists_the_keys(tmp_path: Path) -> None:
     from uvlm.text.tokenizer import SpecialIds, load_tokenizer
     t = load_tokenizer(tok)
     input_only = Experiment("io", "input only", None, False, multi_layer=False, frozen=True)
-    want = build_model_config(ENC, GRID, {**DECODER, "n_layers": 3}, t.get_vocab_size(), SpecialIds.from_tokenizer(t),
+    want = own_model_config(ENC, GRID, {**DECODER, "n_layers": 3}, t.get_vocab_size(), SpecialIds.from_tokenizer(t),
                               input_only, 32)
     with pytest.raises(ValueError, match=r"decoder\.n_layers': \(2, 3\).*injection\.mode': \('multi_layer', 'input_only'\)"):
         load_report_model(tmp_path / "s3", torch.device("cpu"), expected=want)

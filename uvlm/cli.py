@@ -143,7 +143,7 @@ def cmd_pseudolabel(a: argparse.Namespace, cfg: dict) -> None:
     import torch
 
     from uvlm.data.manifest import shard_rows
-    from uvlm.models.encoder import pick_device
+    from uvlm.device import pick_device
     from uvlm.pseudolabel.reference import label_folder
     from uvlm.pseudolabel.run import pseudolabel_shard
 
@@ -270,7 +270,8 @@ def cmd_nnunet_export(a: argparse.Namespace, cfg: dict) -> None:
 def cmd_stage1(a: argparse.Namespace, cfg: dict) -> None:
     import torch
 
-    from uvlm.models.encoder import EncoderConfig, pick_device
+    from uvlm.device import pick_device
+    from uvlm.models.encoder import EncoderConfig
     from uvlm.train.stage1 import Stage1Config, run_stage1
 
     torch.set_num_threads(cfg["threads"])
@@ -345,8 +346,8 @@ def cmd_baseline(a: argparse.Namespace, cfg: dict) -> None:
 
 
 def cmd_tables(a: argparse.Namespace, cfg: dict) -> None:
-    from uvlm.evaluation.ablation_tables import table3, table4, table5
     from uvlm.evaluation.claims import claims_section
+    from uvlm.evaluation.paper_tables import table3, table4, table5
     from uvlm.evaluation.tables import main_table, write_table
     from uvlm.experiments import Plan
 
@@ -432,7 +433,7 @@ def cmd_report_html(a: argparse.Namespace, cfg: dict) -> None:
 
 
 def cmd_params(a: argparse.Namespace, cfg: dict) -> None:
-    from uvlm.models.param_count import parameter_table
+    from uvlm.param_count import parameter_table
 
     df = parameter_table(cfg)
     print(f"Parameter counts for {a.config} (input grid {cfg['preprocess']['grid']}, stage shapes "

@@ -10,11 +10,11 @@ import pandas as pd
 import torch
 
 from uvlm.data.volumes import VolumeDataset, collate
+from uvlm.device import pick_device
 from uvlm.io import write_parquet
 from uvlm.models.decoding import DecodingConfig
-from uvlm.models.encoder import pick_device
+from uvlm.models.report_factory import load_report_model
 from uvlm.text.tokenizer import load_tokenizer
-from uvlm.train.stage3 import load_report_model
 
 log = logging.getLogger(__name__)
 

@@ -250,3 +250,19 @@ def _pixel_bytes(reader: sitk.ImageFileReader) -> int:
     return {sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2, sitk.sitkUInt32: 4,
             sitk.sitkInt32: 4, sitk.sitkFloat32: 4, sitk.sitkUInt64: 8, sitk.sitkInt64: 8,
             sitk.sitkFloat64: 8}.get(reader.GetPixelID(), 1)
+
+
+def same_geometry(a: sitk.Image, b: sitk.Image, tol: float = 1e-3) -> list[str]:
+    """Which of size/spacing/origin/direction differ between two images (first three axes)."""
+    diffs = []
+    if tuple(a.GetSize()[:3]) != tuple(b.GetSize()[:3]):
+        diffs.append(f"size {a.GetSize()[:3]} vs {b.GetSize()[:3]}")
+    if not np.allclose(a.GetSpacing()[:3], b.GetSpacing()[:3], rtol=tol, atol=tol):
+        diffs.append(f"spacing {np.round(a.GetSpacing()[:3], 4).tolist()} vs {np.round(b.GetSpacing()[:3], 4).tolist()}")
+    if not np.allclose(a.GetOrigin()[:3], b.GetOrigin()[:3], atol=max(tol, 1e-2)):
+        diffs.append(f"origin {np.round(a.GetOrigin()[:3], 2).tolist()} vs {np.round(b.GetOrigin()[:3], 2).tolist()}")
+    da = np.asarray(a.GetDirection()).reshape(a.GetDimension(), -1)[:3, :3]
+    db = np.asarray(b.GetDirection()).reshape(b.GetDimension(), -1)[:3, :3]
+    if not np.allclose(da, db, atol=tol):
+        diffs.append(f"direction {np.round(da, 3).ravel().tolist()} vs {np.round(db, 3).ravel().tolist()}")
+    return diffs

@@ -15,11 +15,10 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from uvlm.io import VolumeError, read_header, read_image, write_image, write_json
+from uvlm.io import VolumeError, read_header, read_image, same_geometry, write_image, write_json
 from uvlm.labels.label_map import LabelMap
 from uvlm.labels.merge import AnatomySource, class_voxel_counts, merge_labels
 from uvlm.labels.radgpt import LESION_ORGANS, lesion_findings
-from uvlm.labels.rexgrounding import same_geometry
 from uvlm.qc.montage import legend, montage
 from uvlm.shards import run_shard
 

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import SimpleITK as sitk
 
-from uvlm.labels.rexgrounding import same_geometry
+from uvlm.io import same_geometry
 
 ISO_MM = 1.0
 LESION_ORGANS: dict[str, list[str]] = {

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import SimpleITK as sitk
 
-from uvlm.io import VolumeError, read_header, read_image, write_image, write_json
+from uvlm.io import VolumeError, read_header, read_image, same_geometry, write_image, write_json
 from uvlm.labels.label_map import LabelMap
 from uvlm.labels.merge import AnatomySource, class_voxel_counts, merge_labels
-from uvlm.labels.rexgrounding import read_lesions, same_geometry
+from uvlm.labels.rexgrounding import read_lesions
 from uvlm.pseudolabel.run import resolve_label_path
 from uvlm.shards import run_shard
 

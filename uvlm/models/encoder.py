@@ -132,10 +132,3 @@ def load_encoder_state(folder: str | Path) -> dict[str, torch.Tensor]:
     if not enc:
         raise ValueError(f"{folder}: model.safetensors holds no 'encoder.' weights")
     return enc
-
-
-def pick_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)

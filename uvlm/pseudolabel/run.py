@@ -25,8 +25,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from uvlm.data.ct_volume import holds_hu, load_ct_row, write_hu_image
-from uvlm.io import VolumeError, read_image, write_image, write_json
-from uvlm.labels.rexgrounding import same_geometry
+from uvlm.io import VolumeError, read_image, same_geometry, write_image, write_json
 from uvlm.pseudolabel.classical import CLASSES as CLASSICAL_CLASSES
 from uvlm.pseudolabel.classical import ClassicalConfig, label_image
 from uvlm.qc.montage import legend, montage

@@ -15,7 +15,7 @@ import time
 import torch
 
 from uvlm.data.volumes import VolumeDataset, collate
-from uvlm.train.loop import autocast
+from uvlm.train.runtime import autocast
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from uvlm.train.loop import OptimConfig, Progress, Runtime, autocast, set_lr
+from uvlm.train.runtime import OptimConfig, Progress, Runtime, autocast, set_lr
 
 log = logging.getLogger(__name__)
 

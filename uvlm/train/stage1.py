@@ -44,7 +44,7 @@ class Stage1Config:
 
     @classmethod
     def from_config(cls, cfg: dict) -> Stage1Config:
-        from uvlm.train.loop import from_section
+        from uvlm.train.runtime import from_section
 
         return from_section(cls, cfg)
 

@@ -15,7 +15,7 @@ from uvlm.data.volumes import VolumeDataset, balanced_batches, collate, random_b
 from uvlm.models.cls_head import ClsHeadConfig, QueryClassificationHead, Stage2Classifier
 from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder, save_encoder
 from uvlm.train.fit import Checkpointing, fingerprint, finish, fit
-from uvlm.train.loop import (
+from uvlm.train.runtime import (
     OptimConfig,
     adamw,
     autocast,

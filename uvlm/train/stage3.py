@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,14 +11,11 @@ import torch
 
 from uvlm.data.volumes import VolumeDataset, balanced_batches, collate, random_batches
 from uvlm.experiments import Experiment
-from uvlm.models.decoder import DecoderConfig
-from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder, load_encoder_config, save_encoder
-from uvlm.models.injection import InjectionConfig
-from uvlm.models.report_model import ReportGenerator, ReportModelConfig
-from uvlm.text.tokenizer import SpecialIds, encode_report, load_tokenizer
+from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder, save_encoder
+from uvlm.models.report_factory import build_report_model
 from uvlm.train.feature_cache import FeatureCache
 from uvlm.train.fit import Checkpointing, fingerprint, finish, fit
-from uvlm.train.loop import (
+from uvlm.train.runtime import (
     OptimConfig,
     adamw,
     autocast,
@@ -41,36 +36,10 @@ class Stage3Config(OptimConfig):
     feature_cache_gb: float = 4.0  # Frz: encode every volume once if its features fit (0 = encoder every step)
 
 
-def n_visual_tokens(enc_cfg: EncoderConfig, grid: tuple[int, int, int], reference_stage: int) -> int:
-    """Visual tokens = voxels of the reference stage's feature map (paper: deepest 6x8x8 = 384, next 3072)."""
-    return math.prod(enc_cfg.stage_shapes(grid)[reference_stage])
-
-
-def injection_config(enc_cfg: EncoderConfig, lm_dim: int, exp: Experiment,
-                     stage_to_layer: dict | None = None) -> InjectionConfig:
-    """The experiment's visual tokens and injection; `stage_to_layer` (config `stage3.injection`) maps
-    stages to decoder layers for SC experiments ({} or None: deepest stage to layer 0, and so on)."""
-    mapping = {int(k): int(v) for k, v in stage_to_layer.items()} if exp.multi_layer and stage_to_layer else None
-    return InjectionConfig(stage_channels=list(enc_cfg.features_per_stage), lm_dim=lm_dim, mode=exp.injection,
-                           reference_stage=exp.reference_stage, stage_to_layer=mapping)
-
-
-def build_model_config(enc_cfg: EncoderConfig, grid: tuple[int, int, int], decoder: dict, vocab_size: int,
-                       special: SpecialIds, exp: Experiment, max_text_tokens: int,
-                       stage_to_layer: dict | None = None) -> ReportModelConfig:
-    """Our report model's config for one experiment (SC, Frz, visual tokens) from pipeline settings."""
-    n_visual = n_visual_tokens(enc_cfg, grid, exp.reference_stage)
-    dec = DecoderConfig(vocab_size=vocab_size, dim=decoder["dim"], n_layers=decoder["n_layers"],
-                        n_heads=decoder["n_heads"], dropout=decoder.get("dropout", 0.0),
-                        max_seq_len=n_visual + 2 + max_text_tokens + 8)
-    return ReportModelConfig(decoder=dec, injection=injection_config(enc_cfg, decoder["dim"], exp, stage_to_layer),
-                             n_visual_tokens=n_visual, freeze_encoder=exp.frozen, **special.model_kwargs())
-
-
 class LossOf(torch.nn.Module):
     """forward(images, ids, skips) = model.loss(images, ids, skips=skips), so DDP can wrap the loss."""
 
-    def __init__(self, model: ReportGenerator):
+    def __init__(self, model: torch.nn.Module):  # ReportGenerator or HFReportGenerator
         super().__init__()
         self.model = model
 
@@ -83,37 +52,6 @@ def pad_batch(seqs: list[list[int]], pad_id: int) -> torch.Tensor:
     """Right-pad token lists to one (B, T) tensor."""
     t = max(len(s) for s in seqs)
     return torch.tensor([s + [pad_id] * (t - len(s)) for s in seqs], dtype=torch.long)
-
-
-def _hf_model(hf: dict, tokenizer_path: str | Path, enc_cfg: EncoderConfig, grid: tuple[int, int, int],
-              encoder: torch.nn.Module, exp: Experiment, max_text_tokens: int, stage_to_layer: dict | None):
-    """The alternative decoder: a Hugging Face causal LM (Qwen3 in the paper) from a local folder, with the
-    experiment's fine-tuning (LoRA or full).
-
-    Returns (model, its config, tokenizer file to hand on, encode(text) -> ids, pad id).
-    """
-    from uvlm.models.hf_decoder import (
-        HFDecoderConfig,
-        HFReportGenerator,
-        HFReportModelConfig,
-        encode_text,
-        load_hf_tokenizer,
-        special_ids,
-    )
-
-    own_tok = hf.get("tokenizer", "hf") == "bpe"  # our BPE only with a from-scratch LM (vocabulary must match)
-    tok = load_tokenizer(tokenizer_path) if own_tok else load_hf_tokenizer(hf["model_dir"])
-    tok_file = Path(tokenizer_path) if own_tok else Path(hf["model_dir"]) / "tokenizer.json"
-    ids = special_ids(tok)
-    settings = {**hf, "finetune": exp.hf_finetune}
-    dcfg = HFDecoderConfig(**{k: v for k, v in settings.items() if k in HFDecoderConfig.__dataclass_fields__},
-                           vocab_size=tok.get_vocab_size() if own_tok and hf["from_scratch"] else None)
-    lm_dim = json.loads((Path(hf["model_dir"]) / "config.json").read_text())["hidden_size"]
-    mcfg = HFReportModelConfig(decoder=dcfg, injection=injection_config(enc_cfg, lm_dim, exp, stage_to_layer),
-                               n_visual_tokens=n_visual_tokens(enc_cfg, grid, exp.reference_stage),
-                               freeze_encoder=exp.frozen, **ids.model_kwargs())
-    model = HFReportGenerator(mcfg, encoder)
-    return model, mcfg, tok_file, lambda text: encode_text(tok, text, ids, max_text_tokens), ids.pad_id
 
 
 def batch_inputs(data: VolumeDataset, cache: FeatureCache | None, idx: list[int],
@@ -154,21 +92,9 @@ def train_stage3(train: VolumeDataset, holdout: VolumeDataset, tokenizer_path: s
     """
     rt = setup_runtime(device_name, threads, seed)
     encoder = load_encoder(init_dir, expected=enc_cfg)[0] if init_dir else build_encoder(enc_cfg)
-    if exp.hf_finetune:
-        if not hf:
-            raise ValueError(f"experiment '{exp.name}' uses decoder {exp.decoder}: stage3.hf settings are needed")
-        model, mcfg, tok_file, encode, pad_id = _hf_model(hf, tokenizer_path, enc_cfg, grid, encoder, exp,
-                                                          cfg.max_text_tokens, stage_to_layer)
-    else:
-        tok = load_tokenizer(tokenizer_path)
-        special = SpecialIds.from_tokenizer(tok)
-        mcfg = build_model_config(enc_cfg, grid, decoder, tok.get_vocab_size(), special, exp, cfg.max_text_tokens,
-                                  stage_to_layer)
-        model = ReportGenerator(mcfg, encoder)
-        tok_file, pad_id = Path(tokenizer_path), special.pad_id
-
-        def encode(text: str) -> list[int]:
-            return encode_report(tok, text, cfg.max_text_tokens)
+    built = build_report_model(exp, encoder, enc_cfg, grid, tokenizer_path, decoder, cfg.max_text_tokens, hf,
+                               stage_to_layer)
+    model, mcfg, encode, pad_id = built.model, built.config, built.encode, built.pad_id
     model = model.to(rt.device)
     enc_params = list(model.encoder.parameters())
     enc_ids = {id(p) for p in enc_params}
@@ -205,14 +131,14 @@ def train_stage3(train: VolumeDataset, holdout: VolumeDataset, tokenizer_path: s
     if result.best:  # hand over the weights with the lowest hold-out loss
         model.load_state_dict(result.best["state"])
     if rt.is_main:
-        config = {"stage": 3, "kind": "hf" if exp.hf_finetune else "own", "model": mcfg.to_dict(),
+        config = {"stage": 3, "kind": built.kind, "model": mcfg.to_dict(),
                   "train": asdict(cfg), "grid": list(grid), "init": str(init_dir or ""), "experiment": asdict(exp),
                   "seed": seed, "best_step": result.best.get("step", cfg.steps),
                   "holdout_loss": -result.best["value"] if result.best else None,
                   "n_train": len(train), "n_holdout": len(holdout)}
 
         def finalize(folder: Path) -> None:
-            shutil.copyfile(tok_file, folder / "tokenizer.json")
+            shutil.copyfile(built.tokenizer_file, folder / "tokenizer.json")
             save_encoder(None, enc_cfg, folder, extra={"stage": 3})
 
         weights = model.state_dict_for_save() if exp.hf_finetune else model.state_dict()
@@ -220,39 +146,3 @@ def train_stage3(train: VolumeDataset, holdout: VolumeDataset, tokenizer_path: s
                            finalize=finalize)
     finish(ck, rt)
     teardown(rt)
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
-def load_report_model(folder: str | Path, device: torch.device,
-                      expected: ReportModelConfig | None = None) -> tuple[ReportGenerator, dict]:
-    """Rebuild a Stage 3 model from its folder alone (config.json + model.safetensors).
-
-    With `expected`, a folder of another architecture is an error listing every mismatched key.
-    """
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    config = json.loads((folder / "config.json").read_text())
-    if config.get("kind") == "hf":  # the alternative decoder (a LoRA folder also needs its base model_dir)
-        from uvlm.models.hf_decoder import HFReportGenerator, HFReportModelConfig
-
-        model = HFReportGenerator(HFReportModelConfig.from_dict(config["model"]),
-                                  build_encoder(load_encoder_config(folder)))
-        model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
-        return model.to(device).eval(), config
-    mcfg = ReportModelConfig.from_dict(config["model"])
-    if expected is not None:
-        have, want = _flat(mcfg.to_dict()), _flat(expected.to_dict())
-        diff = {k: (have.get(k), want.get(k)) for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)}
-        if diff:
-            raise ValueError(f"{folder}: model config differs from the requested architecture "
-                             f"(key: (checkpoint, requested)): {diff}")
-    model = ReportGenerator(mcfg, build_encoder(load_encoder_config(folder)))
-    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
-    return model.to(device).eval(), config

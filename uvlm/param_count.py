@@ -11,8 +11,10 @@ import pandas as pd
 import torch
 
 from uvlm.constants import CT_RATE_LABELS
+from uvlm.experiments import experiments
 from uvlm.models.cls_head import ClsHeadConfig, QueryClassificationHead
 from uvlm.models.encoder import EncoderConfig, build_unet
+from uvlm.models.report_factory import own_model_config
 from uvlm.models.report_model import ReportGenerator
 from uvlm.text.tokenizer import SpecialIds
 
@@ -24,9 +26,6 @@ def _n(module: torch.nn.Module) -> int:
 def parameter_table(cfg: dict) -> pd.DataFrame:
     """One row per part: Stage 1 U-Net (encoder, decoder), Stage 2 head, Stage 3 parts of our own decoder
     as the config's main experiment (Table 2 row) builds it."""
-    from uvlm.experiments import experiments
-    from uvlm.train.stage3 import build_model_config
-
     enc_cfg = EncoderConfig.from_config(cfg["encoder"])
     grid = tuple(cfg["preprocess"]["grid"])
     s3 = cfg["stage3"]
@@ -36,7 +35,7 @@ def parameter_table(cfg: dict) -> pd.DataFrame:
         head = QueryClassificationHead(ClsHeadConfig(enc_cfg.features_per_stage[-1], len(CT_RATE_LABELS),
                                                      cfg["stage2"]["num_heads"]))
         exp = experiments(cfg)[cfg["main_experiment"]]
-        mcfg = build_model_config(enc_cfg, grid, s3["decoder"], s3["vocab_size"], special, exp,
+        mcfg = own_model_config(enc_cfg, grid, s3["decoder"], s3["vocab_size"], special, exp,
                                   s3["max_text_tokens"], s3["injection"]["stage_to_layer"])
         model = ReportGenerator(mcfg, unet.encoder)
     dec = model.decoder

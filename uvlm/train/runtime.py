@@ -21,8 +21,8 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
+from uvlm.device import pick_device  # noqa: E402
 from uvlm.io import atomic_dir, atomic_path, write_json  # noqa: E402
-from uvlm.models.encoder import pick_device  # noqa: E402
 
 log = logging.getLogger(__name__)
 
