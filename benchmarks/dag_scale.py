@@ -78,7 +78,7 @@ def main() -> None:
                              cfg["shard_size"])
         (work / "results" / "manifest").mkdir(parents=True)
         manifest.to_parquet(work / "results" / "manifest" / "ct_rate.parquet")
-        cases.to_parquet(work / "results" / "manifest" / "ct_rate_stage1.parquet")
+        cases.to_parquet(work / "results" / "labels" / "ct_rate_stage1_cases.parquet")
         pd.DataFrame(columns=["volume_name", "file"]).to_csv(work / "results" / "manifest" / "ct_rate_unlisted.csv",
                                                              index=False)  # ingest's second output
         cmd = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", f"--configfile={work / 'scale.yaml'}",

@@ -10,6 +10,7 @@ import pytest
 import SimpleITK as sitk
 from micro_project import micro_config, project_copy, run_snakemake
 
+from uvlm.cli.main import RECORD_READS
 from uvlm.constants import CT_RATE_LABELS
 
 # (VolumeName as written in the reports CSV, split). train_1 has two scans, scan a two reconstructions;
@@ -78,9 +79,11 @@ def truncate_gzip(path: Path) -> None:
 @pytest.fixture(scope="session")
 def micro_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The micro demo run once per session, in a project copy the tests share: they may add config files
-    beside it, never change its results."""
+    beside it, never change its results. Every `uvlm` call records the config keys it read and the modules
+    it loaded in config_reads.jsonl (tests/test_steps.py)."""
     workdir = project_copy(tmp_path_factory.mktemp("workflow"))
     cfg = micro_config(workdir)
-    res = run_snakemake(workdir, "--cores", "2", f"--configfile={cfg}", "all")
+    res = run_snakemake(workdir, "--cores", "2", f"--configfile={cfg}", "all",
+                        env={RECORD_READS: str(workdir / "config_reads.jsonl")})
     assert res.returncode == 0, res.stderr[-4000:]
     return workdir

@@ -23,6 +23,9 @@ import yaml
 from micro_project import REPO, micro_config, project_copy
 from packaging.requirements import Requirement
 
+from uvlm.step_code import module_file
+from uvlm.steps import STEPS, function_path
+
 ENVS = REPO / "envs"
 
 
@@ -49,15 +52,21 @@ def env_pins(env: Path) -> dict[str, str]:
     return {_norm(Requirement(p).name): str(Requirement(p).specifier).removeprefix("==") for p in pip}
 
 
-def cli_tree() -> ast.Module:
-    return ast.parse((REPO / "uvlm" / "cli.py").read_text())
+def _step_module(step: str) -> ast.Module:
+    module, _ = function_path(step)
+    return ast.parse(module_file(module).read_text())
 
 
 def subcommand_functions() -> dict[str, ast.FunctionDef]:
-    tree = cli_tree()
-    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
-    return {call.args[0].value: functions[call.args[1].id] for call in ast.walk(tree)
-            if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "add"}
+    """step -> its cmd_* function (uvlm/cli/<phase>.py)."""
+    return {step: next(n for n in _step_module(step).body
+                       if isinstance(n, ast.FunctionDef) and n.name == function_path(step)[1]) for step in STEPS}
+
+
+def module_level_imports(step: str) -> set[str]:
+    """uvlm modules the step's phase module imports at its top (they run whichever function is called)."""
+    return {m for n in _step_module(step).body if isinstance(n, (ast.Import, ast.ImportFrom))
+            for m in _imports(n) if m.startswith("uvlm")}
 
 
 def _imports(node: ast.AST) -> set[str]:
@@ -149,13 +158,11 @@ def test_pins_are_exact_and_agree_with_pyproject() -> None:
 def test_each_environment_holds_what_its_rules_import() -> None:
     functions = subcommand_functions()
     top_level = {_norm(top): [_norm(d) for d in dists] for top, dists in md.packages_distributions().items()}
-    module_level = [n for n in cli_tree().body if isinstance(n, (ast.Import, ast.ImportFrom))]
-    cli_imports = set().union(*(third_party_imports(m) for n in module_level for m in _imports(n) if m.startswith("uvlm")))
     missing = []
     for rule, (conda, sub) in workflow_rules().items():
         env = (REPO / "workflow" / "rules" / conda).resolve()
         provided = provided_distributions(env_pins(env))
-        modules = set(cli_imports)
+        modules = set().union(*(third_party_imports(m) for m in module_level_imports(sub)))
         for imported in _imports(functions[sub]):
             top = imported.split(".")[0]
             modules |= third_party_imports(imported) if top == "uvlm" else {top}

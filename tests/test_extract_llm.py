@@ -12,14 +12,8 @@ import pytest
 from fake_openai_server import FakeOpenAIServer, keyword_truth
 
 from uvlm.constants import ABDOMEN_LESION_LABELS, CT_RATE_LABELS
-from uvlm.evaluation.extract_llm import (
-    AnswerError,
-    LLMConfig,
-    LLMExtractionError,
-    LLMExtractor,
-    load_prompt,
-    validate_answer,
-)
+from uvlm.evaluation.extract_llm import LLMConfig, LLMExtractionError, LLMExtractor
+from uvlm.evaluation.llm_prompt import AnswerError, load_prompt, validate_answer
 
 pytest.importorskip("openai")
 

@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from uvlm.constants import ABDOMEN_LESION_LABELS, CT_RATE_LABELS
-from uvlm.demo.abnormalities import LOBES
 from uvlm.demo.ct_rate_writer import DemoConfig, write_demo_ct_rate
 from uvlm.demo.phantom import PhantomConfig
 from uvlm.demo.reports import make_report
+from uvlm.demo.scene import LOBES
 from uvlm.evaluation.extract_rules import extract_label_matrix, extract_labels
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from uvlm.demo.abnormalities import ANATOMY_CLASSES
+from uvlm.demo.scene import ANATOMY_CLASSES
 from uvlm.io import VolumeError
 from uvlm.labels.label_map import LabelMap, load_label_map
 from uvlm.labels.merge import AnatomySource, class_voxel_counts, merge_labels

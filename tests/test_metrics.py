@@ -9,20 +9,17 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from metric_corpus import PAIRS, PAIRS_RAW, pycoco_scores, split_pairs
 from sklearn.metrics import f1_score, precision_score, recall_score
 
 from uvlm.evaluation.metrics import (
     _lcs_length,
-    bleu_from_statistics,
-    bleu_mean_ci,
     bleu_scores,
     bleu_scores_lowercase,
     bleu_statistics,
-    bootstrap_ci,
     clean_text_authors,
     clean_text_lowercase,
     label_scores,
-    macro_f1_ci,
     rouge_l,
 )
 
@@ -162,72 +159,6 @@ def test_label_scores_equal_sklearn() -> None:
 
 # ---- Equality with pycocoevalcap (test-only dependency) --------------------------------------------
 
-# Report-like pairs: partial overlap, short hypotheses (brevity penalty), longer hypotheses, empty and
-# punctuation-only texts, repeated words (clipping), numbers and exact matches.
-PAIRS = [
-    ("No pleural effusion. A 12 mm nodule is seen in the right upper lobe.",
-     "No pleural or pericardial effusion. A 12.5 mm solid nodule is observed in the right upper lobe."),
-    ("Heart size is enlarged. There is pericardial effusion.", "Cardiomegaly. Pericardial effusion is present."),
-    ("Emphysema in both lungs, no consolidation.",
-     "Centrilobular emphysema in both lungs. No consolidation or atelectasis."),
-    ("The trachea is patent.", "Trachea and both main bronchi are patent."),
-    ("Normal.", "Trachea and main bronchi are patent. Heart size is normal. No pleural effusion."),
-    ("", "No lymphadenopathy in the mediastinum."),
-    (".", "Mild atelectasis in the left lower lobe."),
-    ("effusion effusion effusion effusion effusion", "Bilateral pleural effusion, larger on the right."),
-    ("the the the the the the the", "The heart and the great vessels are normal in the study."),
-    ("Hiatal hernia.", "Hiatal hernia."),
-    ("Coronary artery wall calcification is present. Arterial wall calcification in the aorta.",
-     "Calcified atherosclerotic plaques in the coronary arteries and the aortic wall."),
-    ("Ground glass opacities in both lungs with interlobular septal thickening and mosaic attenuation "
-     "pattern, consistent with an infectious process. No pleural effusion. No pericardial effusion. "
-     "Heart size is normal. Mediastinal lymph nodes are not enlarged.",
-     "Ground glass opacities in both lungs. Interlobular septal thickening."),
-    ("Lung nodule 4 mm in the right middle lobe.", "A 4 mm nodule in the right middle lobe."),
-    ("Bronchiectasis and peribronchial thickening in the lower lobes.",
-     "Cylindrical bronchiectasis and peribronchial thickening in both lower lobes."),
-    ("Pulmonary fibrotic sequela in the left upper lobe.", "Fibrotic sequelae in the left upper lobe apex."),
-    ("No consolidation.", "No consolidation. No pleural effusion. No pneumothorax."),
-    ("Medical material: a central venous catheter and a pacemaker.",
-     "Pacemaker leads in the right heart chambers. Central venous catheter tip in the superior vena cava."),
-    ("Thyroid normal", "The thyroid gland is normal in size."),
-    ("lymphadenopathy lymphadenopathy mediastinal", "Mediastinal lymphadenopathy, the largest node 15 mm."),
-    ("Liver, spleen and pancreas are normal.", "Liver, spleen and pancreas are normal."),
-    ("Atelectasis in the lower lobes. Small pleural effusion on the left. Heart normal.",
-     "Bilateral lower lobe atelectasis. Small left pleural effusion."),
-    ("x", "x y"),
-]
-
-
-# A second corpus with what real generated and reference reports carry: newlines, quotes, decimals,
-# double full stops, glued sentences, the end-of-turn token, capitals and commas.
-PAIRS_RAW = [
-    ("Findings:\nNo pleural effusion.. Heart size is normal.<|eot_id|>",
-     "Findings:\nNo pleural effusion. Heart size is normal. Trachea is patent."),
-    ('A 12.5 mm nodule in the "right upper lobe".', "A 12.5 mm solid nodule in the right upper lobe, unchanged."),
-    ("Emphysema.Bronchiectasis in both lower lobes.", "Emphysema. Bronchiectasis in both lower lobes."),
-    ("Normal.", "Mediastinal lymph nodes up to 9.8 mm.\nNo consolidation.\nNo pleural effusion. Heart normal."),
-    ("Aorta 3.5 cm , ectatic . Coronary calcification .", "Ascending aorta 3.5 cm, ectatic. Coronary calcification."),
-    ("IMPRESSION: Ground-glass opacities, bilateral.  Atelectasis.",
-     "Impression: Ground-glass opacities, bilateral. Atelectasis."),
-    ("Thyroid normal", "The thyroid gland is normal in size."),
-    ("Hiatal hernia. Hiatal hernia. Hiatal hernia. Liver cyst 2.1 cm. Spleen normal. Pancreas normal.",
-     "Hiatal hernia."),
-]
-
-
-def pycoco_scores(hyps: list[str], refs: list[str], clean=clean_text_authors) -> tuple[list[float], float]:
-    """pycocoevalcap's Bleu(4) (closest ref length) and Rouge on `clean`ed texts."""
-    pytest.importorskip("pycocoevalcap")
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.rouge.rouge import Rouge
-    gts = {i: [clean(r)] for i, r in enumerate(refs)}
-    res = {i: [clean(h)] for i, h in enumerate(hyps)}
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    rouge = Rouge().compute_score(gts, res)[0] if gts else float("nan")
-    return bleu, float(rouge)
-
-
 SUBSETS = {
     "all": [PAIRS[i] for i in range(len(PAIRS))],
     "short_hypotheses": [PAIRS[i] for i in (1, 3, 4, 5, 6, 9, 15, 17, 19)],  # corpus brevity penalty < 1
@@ -239,22 +170,18 @@ SUBSETS = {
 }
 
 
-def _split(pairs: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
-    return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
 def test_subsets_cover_short_and_long_hypotheses() -> None:
     for name, shorter in (("short_hypotheses", True), ("raw_much_shorter", True), ("long_hypotheses", False),
                           ("raw_longer", False)):
-        stats = bleu_statistics(*_split(SUBSETS[name]))
+        stats = bleu_statistics(*split_pairs(SUBSETS[name]))
         assert (stats[:, 0].sum() < stats[:, 1].sum()) == shorter, name
-    stats = bleu_statistics(*_split(SUBSETS["raw_much_shorter"]))
+    stats = bleu_statistics(*split_pairs(SUBSETS["raw_much_shorter"]))
     assert stats[:, 0].sum() * 4 < stats[:, 1].sum()
 
 
 @pytest.mark.parametrize("subset", SUBSETS)
 def test_bleu_and_rouge_equal_pycocoevalcap(subset: str) -> None:
-    hyps, refs = _split(SUBSETS[subset])
+    hyps, refs = split_pairs(SUBSETS[subset])
     coco_bleu, coco_rouge = pycoco_scores(hyps, refs)
     ours = bleu_scores(hyps, refs)
     for n in range(1, 5):
@@ -271,7 +198,7 @@ def test_bleu_and_rouge_equal_pycocoevalcap(subset: str) -> None:
 def test_cleaning_changes_the_score() -> None:
     """The raw corpus scores differently under the two cleanings, and raw whitespace tokens differ again:
     the equality above depends on which cleaning is applied."""
-    hyps, refs = _split(PAIRS_RAW)
+    hyps, refs = split_pairs(PAIRS_RAW)
     ours = bleu_scores(hyps, refs)
     coco_lower, _ = pycoco_scores(hyps, refs, clean_text_lowercase)
     coco_raw, _ = pycoco_scores(hyps, refs, lambda t: t)
@@ -331,87 +258,3 @@ def test_lcs_equals_dynamic_programme() -> None:
                 same = a[i - 1] == b[j - 1]
                 table[i, j] = table[i - 1, j - 1] + 1 if same else max(table[i - 1, j], table[i, j - 1])
         assert _lcs_length(a, b) == table[-1, -1]
-
-
-# ---- Bootstrap -------------------------------------------------------------------------------------
-
-SENTENCES = [h for pair in PAIRS + PAIRS_RAW for h in pair if len(h.split()) > 3]
-
-
-def synthetic_reports(n: int, seed: int) -> tuple[list[str], list[str]]:
-    """References of 3 bank sentences; hypotheses keep each reference sentence with p=0.6, else another."""
-    rng = np.random.default_rng(seed)
-    hyps, refs = [], []
-    for _ in range(n):
-        ref = [SENTENCES[i] for i in rng.choice(len(SENTENCES), size=3, replace=False)]
-        hyp = [s if rng.random() < 0.6 else SENTENCES[rng.integers(len(SENTENCES))] for s in ref]
-        hyps.append(" ".join(hyp))
-        refs.append(" ".join(ref))
-    return hyps, refs
-
-
-def synthetic_labels(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    y_true = (rng.random((n, 18)) < 0.3).astype(int)
-    y_pred = np.where(rng.random((n, 18)) < 0.8, y_true, 1 - y_true)
-    return y_true, y_pred
-
-
-@pytest.mark.parametrize("pairs", [PAIRS, PAIRS_RAW, PAIRS + PAIRS_RAW], ids=["pairs", "raw", "both"])
-def test_bleu_statistics_give_bleu_scores_on_resamples(pairs: list[tuple[str, str]]) -> None:
-    hyps, refs = _split(pairs)
-    stats = bleu_statistics(hyps, refs)
-    assert bleu_from_statistics(stats.sum(0)) == pytest.approx(bleu_scores(hyps, refs), rel=1e-15, abs=1e-300)
-    lower = bleu_from_statistics(bleu_statistics(hyps, refs, clean_text_lowercase).sum(0))
-    assert {f"{k}_lower": v for k, v in lower.items()} == pytest.approx(bleu_scores_lowercase(hyps, refs), abs=1e-15)
-    assert lower != pytest.approx(bleu_from_statistics(stats.sum(0)), abs=1e-3)  # the cleaning reaches the stats
-    rng = np.random.default_rng(5)
-    for _ in range(5):
-        idx = rng.integers(0, len(hyps), size=len(hyps))
-        sub_h, sub_r = [hyps[i] for i in idx], [refs[i] for i in idx]
-        expected = bleu_scores(sub_h, sub_r)
-        assert bleu_from_statistics(stats[idx].sum(0)) == pytest.approx(expected, rel=1e-15, abs=1e-300)
-        coco_bleu, _ = pycoco_scores(sub_h, sub_r)
-        assert [expected[f"bleu{n}"] for n in range(1, 5)] == pytest.approx(coco_bleu, rel=1e-12, abs=1e-300)
-
-
-def test_bootstrap_helpers_equal_generic_bootstrap_of_reference_metrics() -> None:
-    y_true, y_pred = synthetic_labels(60, seed=2)
-    by_sklearn = bootstrap_ci(lambda idx: f1_score(y_true[idx], y_pred[idx], average="macro", zero_division=0),
-                              60, n_resamples=100, seed=3)
-    assert macro_f1_ci(y_true, y_pred, n_resamples=100, seed=3) == pytest.approx(by_sklearn, abs=1e-12)
-    hyps, refs = synthetic_reports(30, seed=2)
-    by_scores = bootstrap_ci(lambda idx: bleu_scores([hyps[i] for i in idx], [refs[i] for i in idx])["bleu_mean"],
-                             30, n_resamples=20, seed=3)
-    assert bleu_mean_ci(hyps, refs, n_resamples=20, seed=3) == pytest.approx(by_scores, abs=1e-12)
-    by_lower = bootstrap_ci(
-        lambda idx: bleu_scores_lowercase([hyps[i] for i in idx], [refs[i] for i in idx])["bleu_mean_lower"],
-        30, n_resamples=20, seed=3)
-    assert bleu_mean_ci(hyps, refs, n_resamples=20, seed=3, clean=clean_text_lowercase) == pytest.approx(
-        by_lower, abs=1e-12)
-    assert by_lower != pytest.approx(by_scores, abs=1e-3)
-
-
-def test_bootstrap_ci_contains_estimate_shrinks_and_is_deterministic() -> None:
-    widths = {}
-    for n in (40, 400):
-        y_true, y_pred = synthetic_labels(n, seed=n)
-        hyps, refs = synthetic_reports(n, seed=n)
-        f1_low, f1_high = macro_f1_ci(y_true, y_pred, seed=7)
-        bleu_low, bleu_high = bleu_mean_ci(hyps, refs, seed=7)
-        assert f1_low <= label_scores(y_true, y_pred)["macro_f1"] <= f1_high
-        assert bleu_low <= bleu_scores(hyps, refs)["bleu_mean"] <= bleu_high
-        assert macro_f1_ci(y_true, y_pred, seed=7) == (f1_low, f1_high)
-        assert bleu_mean_ci(hyps, refs, seed=7) == (bleu_low, bleu_high)
-        assert bleu_mean_ci(hyps, refs, seed=8) != (bleu_low, bleu_high)
-        widths[n] = (f1_high - f1_low, bleu_high - bleu_low)
-    assert widths[400][0] < widths[40][0] / 2 and widths[400][1] < widths[40][1] / 2
-
-
-def test_bootstrap_ci_alpha_and_errors() -> None:
-    values = np.arange(100, dtype=float)
-    low90, high90 = bootstrap_ci(lambda idx: float(values[idx].mean()), 100, alpha=0.10)
-    low95, high95 = bootstrap_ci(lambda idx: float(values[idx].mean()), 100, alpha=0.05)
-    assert low95 <= low90 < 49.5 < high90 <= high95
-    with pytest.raises(ValueError):
-        bootstrap_ci(lambda idx: 0.0, 0)

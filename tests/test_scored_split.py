@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from uvlm.cli import main
+from uvlm.cli.main import main
 from uvlm.config import REPO_ROOT
 from uvlm.constants import CT_RATE_LABELS
 

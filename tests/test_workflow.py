@@ -55,7 +55,7 @@ def test_micro_demo_runs_end_to_end(micro_run: Path) -> None:
     assert models["none_rep"]["init"] == "" and models["seg_cl_cls_rep"]["init"].endswith("stage2/cls_seg_CL")
     assert all(m["n_holdout"] > 0 and m["best_step"] >= 1 for m in models.values())  # selection on the hold-out
     # Stage 1 cases: the same list for every granularity, pseudo-labelled and nothing else
-    cases = pd.read_parquet(micro_run / "results" / "manifest" / "ct_rate_stage1.parquet")
+    cases = pd.read_parquet(micro_run / "results" / "labels" / "ct_rate_stage1_cases.parquet")
     assert len(cases) == 6 and (cases["split"] == "train").all()
     labelled = pd.concat(pd.read_parquet(p) for p in (micro_run / "results" / "pseudolabels" / "ct_rate" /
                                                       "classical").glob("shard_*/index.parquet"))
@@ -233,7 +233,7 @@ def test_default_config_runs_on_a_public_files_only_ct_rate_copy(tmp_path: Path)
 
 
 def test_qc_reference_is_dropped_only_when_its_folder_is_absent(tmp_path: Path) -> None:
-    """The one decision the workflow and `uvlm label-qc` share (uvlm.pseudolabel.reference)."""
+    """The one decision the workflow and `uvlm pseudolabel-qc` share (uvlm.pseudolabel.reference)."""
     from uvlm.pseudolabel.reference import QCReference, qc_reference
 
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())

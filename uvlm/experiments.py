@@ -168,6 +168,12 @@ class Stage2Run:
         return f"{GRANULARITY_TITLES[self.seg] if self.seg else 'None'} Cls"
 
 
+def experiment(cfg: dict, name: str) -> Experiment:
+    """One configured experiment (reads only its own entry, the encoder and the grid: a Stage 3 job's
+    inputs, so that editing another experiment leaves it alone)."""
+    return Experiment.from_config(name, cfg["experiments"][name], cfg["encoder"], cfg["preprocess"]["grid"])
+
+
 def experiments(cfg: dict) -> dict[str, Experiment]:
     """Every configured experiment, checked (ExperimentError names the experiment and the key)."""
     grid = cfg["preprocess"]["grid"]

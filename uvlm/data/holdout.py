@@ -7,8 +7,12 @@ on never reaches them. The same rows, fraction and seed always hold out the same
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 
 def holdout_mask(rows: pd.DataFrame, fraction: float, seed: int) -> pd.Series:
@@ -23,3 +27,21 @@ def split_holdout(rows: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.Da
     """(rows to fit on, held-out rows), split by patient."""
     held = holdout_mask(rows, fraction, seed)
     return rows[~held].reset_index(drop=True), rows[held].reset_index(drop=True)
+
+
+def fit_and_holdout(manifest: str, shard_dirs: list[str], needs: str, fraction: float, seed: int):
+    """The training split's volumes that have what the stage `needs` ("labels", "report") as (volumes to fit
+    on, patients held out for model selection); the scored split is not read."""
+    from uvlm.data.volumes import VolumeDataset, load_split
+
+    fit_rows, held = split_holdout(load_split(manifest, shard_dirs, "train", needs), fraction, seed)
+    log.info("training split: %d volumes to fit on, %d held out for model selection (%d patients)",
+             len(fit_rows), len(held), held["patient_id"].nunique())
+    return VolumeDataset(fit_rows), VolumeDataset(held)
+
+
+def split_volumes(manifest: str, shard_dirs: list[str], split: str, needs: str | None = None):
+    """One split's preprocessed volumes (those with what `needs` names) as a VolumeDataset."""
+    from uvlm.data.volumes import VolumeDataset, load_split
+
+    return VolumeDataset(load_split(manifest, shard_dirs, split, needs))

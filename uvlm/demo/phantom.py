@@ -14,7 +14,8 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from uvlm.constants import CT_RATE_LABELS
-from uvlm.demo.abnormalities import ANATOMY_CLASSES, CLS, FULL, Canvas, Scene, render_abnormalities
+from uvlm.demo.abnormalities import render_abnormalities
+from uvlm.demo.scene import ANATOMY_CLASSES, CLS, FULL, Canvas, Scene
 
 __all__ = ["ANATOMY_CLASSES", "Grid", "PatientAnatomy", "Phantom", "PhantomConfig", "make_phantom",
            "make_reconstructions"]

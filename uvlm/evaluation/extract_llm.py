@@ -28,23 +28,22 @@ Design choices, each for reproducibility or safety:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
-import yaml
+
+from uvlm.evaluation.llm_cache import CallLog, LabelCache, cache_key, now_utc
+from uvlm.evaluation.llm_prompt import AnswerError, load_prompt, validate_answer
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 RETRYABLE_HTTP = frozenset({408, 409, 429})
@@ -52,20 +51,11 @@ FATAL_HTTP = frozenset({401, 403, 404})
 RETRYABLE_STATUSES = frozenset({"timeout", "connection_error", "empty", "invalid_json", "invalid_labels",
                                 "invalid_response"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_FENCE = re.compile(r"^```[A-Za-z]*\s*\n(.*)\n\s*```$", re.S)
+
 
 
 class LLMExtractionError(RuntimeError):
     """The run cannot go on (missing key, endpoint refusing the key/model/URL)."""
-
-
-class AnswerError(ValueError):
-    """An answer that cannot be used; ``status`` is the call-log status (empty/invalid_json/invalid_labels)."""
-
-    def __init__(self, status: str, detail: str) -> None:
-        super().__init__(f"{status}: {detail}")
-        self.status = status
-        self.detail = detail
 
 
 @dataclass
@@ -130,138 +120,6 @@ class LLMConfig:
         if unknown:
             raise ValueError(f"unknown LLM config keys {unknown}; known: {sorted(known)}")
         return cls(**dict(values))
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """A versioned prompt file: YAML front matter (version, labels) and a Markdown body."""
-
-    version: str
-    labels: dict[str, str]  # label name -> what it covers, in prompt order
-    body: str
-    path: str
-
-    def render(self) -> str:
-        """The system message: the body with ``{{labels}}`` replaced by the label list."""
-        listing = "\n".join(f'- "{name}": {desc}' if desc else f'- "{name}"' for name, desc in self.labels.items())
-        return self.body.replace("{{labels}}", listing).strip() + "\n"
-
-
-def load_prompt(path: str | Path) -> Prompt:
-    """Parse a prompt file::
-
-        ---
-        version: ct_rate_v1
-        labels:
-          Label name: what it covers      # or a plain list of names
-        ---
-        Markdown instructions containing {{labels}} and the word JSON.
-    """
-    text = Path(path).read_text(encoding="utf-8")
-    parts = re.split(r"^---[ \t]*$\n?", text, maxsplit=2, flags=re.M)
-    if len(parts) != 3 or parts[0].strip():
-        raise ValueError(f"{path}: prompt file must start with a '---' front matter block closed by '---'")
-    meta = yaml.safe_load(parts[1]) or {}
-    version = meta.get("version")
-    if not isinstance(version, str) or not version.strip():
-        raise ValueError(f"{path}: front matter needs a 'version:' string")
-    raw = meta.get("labels")
-    if isinstance(raw, list):
-        labels = {str(x): "" for x in raw}
-    elif isinstance(raw, dict):
-        labels = {str(k): "" if v is None else str(v).strip() for k, v in raw.items()}
-    else:
-        raise ValueError(f"{path}: front matter needs 'labels:' (a list, or a mapping name -> description)")
-    if not labels or (isinstance(raw, list) and len(labels) != len(raw)):
-        raise ValueError(f"{path}: labels must be non-empty and unique")
-    body = parts[2]
-    if "{{labels}}" not in body:
-        raise ValueError(f"{path}: body must contain the {{{{labels}}}} placeholder")
-    if "json" not in body.lower():
-        raise ValueError(f"{path}: body must mention JSON (required by response_format json_object)")
-    return Prompt(version.strip(), labels, body, str(path))
-
-
-def validate_answer(content: str | None, labels: Sequence[str]) -> dict[str, bool]:
-    """{label: bool} from a model answer, or AnswerError. Details name labels/types, never answer text."""
-    if content is None or not content.strip():
-        raise AnswerError("empty", "no content")
-    text = content.strip()
-    fenced = _FENCE.match(text)
-    if fenced:
-        text = fenced.group(1).strip()
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise AnswerError("invalid_json", f"not JSON ({e.msg} at char {e.pos})") from None
-    if not isinstance(obj, dict):
-        raise AnswerError("invalid_json", f"JSON {type(obj).__name__}, not an object")
-    missing = [name for name in labels if name not in obj]
-    if missing:
-        raise AnswerError("invalid_labels", f"missing labels {missing}")
-    wrong = {name: type(obj[name]).__name__ for name in labels if not isinstance(obj[name], bool)}
-    if wrong:
-        raise AnswerError("invalid_labels", f"non-boolean values {wrong}")
-    return {name: obj[name] for name in labels}
-
-
-def cache_key(base_url: str, model: str, prompt_version: str, messages: Sequence[Mapping[str, str]],
-              params: Mapping[str, Any]) -> str:
-    """sha256 over everything that changes the answer (not timeouts/retries)."""
-    payload = {"base_url": base_url.rstrip("/"), "model": model, "prompt_version": prompt_version,
-               "messages": list(messages), "params": dict(params)}
-    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-class LabelCache:
-    """SQLite cache of validated answers; one connection behind a lock, so threads can share it.
-
-    SQLite's own file locking also keeps concurrent processes on one file consistent.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), timeout=60, check_same_thread=False, isolation_level=None)
-        with self._lock:
-            self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
-                             "created TEXT NOT NULL)")
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
-
-    def put(self, key: str, value: Mapping[str, Any]) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?)",
-                             (key, json.dumps(value, sort_keys=True), _now()))
-
-    def __len__(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-
-class CallLog:
-    """Append-only JSONL log, one row per attempt; rows are written whole under a lock."""
-
-    def __init__(self, path: str | Path, secret: str | None = None) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._secret = secret
-
-    def write(self, row: Mapping[str, Any]) -> None:
-        line = json.dumps(row, sort_keys=True)
-        if self._secret and self._secret in line:  # defence in depth; rows hold no server text
-            line = line.replace(self._secret, "***")
-        with self._lock, self.path.open("a", encoding="utf-8") as f:
-            f.write(line + "\n")
 
 
 @dataclass
@@ -419,7 +277,7 @@ class LLMExtractor:
                 except AnswerError as e:
                     status, detail = e.status, e.detail
             latency = time.monotonic() - t0
-            log.write({"ts": _now(), "index": indices[0], "n_same_text": len(indices), "text_sha256": text_hash,
+            log.write({"ts": now_utc(), "index": indices[0], "n_same_text": len(indices), "text_sha256": text_hash,
                        "attempt": attempt, "status": status, "detail": detail, "latency_s": round(latency, 4),
                        "model": model, "request_model": cfg.model, "prompt_version": self.prompt.version,
                        "prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"]})
@@ -474,7 +332,3 @@ def _backoff(cfg: LLMConfig, attempt: int, retry_after: float | None) -> float:
     if retry_after is not None:
         delay = max(delay, retry_after)
     return min(delay, cfg.backoff_cap_s)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")

@@ -91,3 +91,28 @@ def qualitative(examples: list[dict], out_png: str | Path, title: str) -> None:
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, out_png)
+
+
+def write_figures(out_dir: str | Path, experiments: list, metrics: list[str], baseline: str, models: list[str],
+                  reports: list[str], preprocessed: list[str], n_examples: int) -> None:
+    """The run's figures: per_class_f1.png, training_curves.png and qualitative_<experiment>.png.
+
+    experiments: uvlm.experiments.Experiment rows (name, title); metrics and reports: one
+    <experiment>.json / .parquet each; models: trained model folders; preprocessed: the shards whose
+    arrays the qualitative examples show."""
+    from uvlm.shards import read_shard_indexes
+
+    out = Path(out_dir)
+    by_name = {Path(m).stem: m for m in metrics}
+    report_of = {Path(r).stem: r for r in reports}
+    per_class_f1({"Most frequent label set": baseline, **{e.title: by_name[e.name] for e in experiments}},
+                 out / "per_class_f1.png")
+    training_curves({Path(m).parent.name + "/" + Path(m).name: m for m in models}, out / "training_curves.png")
+    index = read_shard_indexes(preprocessed)
+    arrays = dict(zip(index["volume_name"], (Path(d) / f for d, f in zip(index["shard_dir"], index["array_file"],
+                                                                          strict=True)), strict=True))
+    for exp in experiments:
+        rows = pd.read_parquet(report_of[exp.name]).sort_values("volume_name")
+        examples = [{"name": r.volume_name, "image": np.load(arrays[r.volume_name]).astype(np.float32),
+                     "generated": r.generated, "reference": r.reference} for r in rows.head(n_examples).itertuples()]
+        qualitative(examples, out / f"qualitative_{exp.name}.png", exp.title)

@@ -3,7 +3,7 @@
 The default reference, `truth`, is a `folder` labeler reading <CT-RATE root>/anatomy_masks: the demo
 phantoms' ground truth. A real CT-RATE copy has no such folder, so a folder reference whose folder is
 absent is dropped (the workflow plans no job for it) and the QC tables say why, instead of the whole run
-failing on a folder that only the demo has. The workflow (to plan the jobs) and `uvlm label-qc` (to
+failing on a folder that only the demo has. The workflow (to plan the jobs) and `uvlm pseudolabel-qc` (to
 explain their absence) both ask `qc_reference`, so they cannot disagree.
 """
 

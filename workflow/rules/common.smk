@@ -7,9 +7,11 @@ import pandas as pd
 import yaml
 
 from uvlm.config import EFFECTIVE_CONFIG, check_extractor, validate_config
+from uvlm.data.roots import ABDOMEN_DEMO, CT_RATE_DEMO
 from uvlm.experiments import Plan, experiments, stage1_dir, stage2_init_dir
 from uvlm.io import write_json
 from uvlm.pseudolabel.reference import qc_reference
+from uvlm.steps import step_params
 
 validate_config(config)
 check_extractor(config["evaluation"])  # scoring needs its model folder: stop before any job, not at the end
@@ -17,20 +19,28 @@ check_extractor(config["evaluation"])  # scoring needs its model folder: stop be
 PLAN = Plan.from_config(config)
 EXPERIMENTS = experiments(config)  # every configured experiment: each can be built alone
 
-# The effective config (config file + --config overrides) that every `uvlm` call reads. Rewritten
-# only when it changes, so its timestamp never triggers reruns; rules declare the config sections
-# they use as params, which is what makes Snakemake rerun exactly the affected jobs.
-_eff = Path(EFFECTIVE_CONFIG)
-if not _eff.is_file() or json.loads(_eff.read_text()) != config:
-    write_json(config, _eff)
 
-DEMO_ROOT = "results/demo/ct_rate"
+def write_effective_config():
+    """The effective config (config file + --config overrides) that every `uvlm` call reads, written when a
+    run starts (not by a dry run) and only when it changed, so its timestamp never triggers reruns; each
+    rule's `reads` params (uvlm/steps.py) are what make Snakemake rerun exactly the affected jobs."""
+    eff = Path(EFFECTIVE_CONFIG)
+    if not eff.is_file() or json.loads(eff.read_text()) != config:
+        write_json(config, eff)
+
+
+def step_reads(step):
+    """A rule's params: the config values its step reads (uvlm/steps.py), wildcards filled in."""
+    return lambda wc: step_params(config, step, **dict(wc.items()))
+
+
+DEMO_ROOT = CT_RATE_DEMO
 CT_RATE_ROOT = config["ct_rate_root"] or DEMO_ROOT
 MANIFEST = "results/manifest/ct_rate.parquet"
 UNLISTED_VOLUMES = "results/manifest/ct_rate_unlisted.csv"  # volume files no report row names
 # The Stage 1 case list (a manifest of its own, sharded anew): pseudo-labels and label maps cover only these.
-STAGE1_CASES = "results/manifest/ct_rate_stage1.parquet"
-ABDOMEN_DEMO_ROOT = "results/demo/abdomen_atlas"
+STAGE1_CASES = "results/labels/ct_rate_stage1_cases.parquet"
+ABDOMEN_DEMO_ROOT = ABDOMEN_DEMO
 ABDOMEN_MANIFEST = "results/manifest/abdomen_atlas.parquet"
 LABELERS = config["pseudolabels"]["labelers"]
 QC_REFERENCE = qc_reference(config)  # the labeler QC scores against, or none (and why)
@@ -50,7 +60,7 @@ def dvc_out_dirs():
 
 wildcard_constraints:
     shard=r"\d+",
-    gran="|".join(config["stage1"]["dataset_ids"]),
+    granularity="|".join(config["stage1"]["dataset_ids"]),
     experiment="|".join(config["experiments"]),
     labeler="|".join(LABELERS),
     init=r"none|seg_(C|CL|FL)",

@@ -6,7 +6,7 @@ rule evaluate:
         "results/metrics/{experiment}.json",
     params:
         config=EFFECTIVE_CONFIG,
-        evaluation=config["evaluation"],
+        reads=step_reads("evaluate"),
     log:
         "results/logs/evaluate/{experiment}.log",
     benchmark:
@@ -28,7 +28,7 @@ rule baseline:
         "results/metrics/baseline_most_frequent.json",
     params:
         config=EFFECTIVE_CONFIG,
-        evaluation=config["evaluation"],
+        reads=step_reads("baseline"),
     log:
         "results/logs/evaluate/baseline.log",
     benchmark:
@@ -51,7 +51,7 @@ rule abdomen_eval:
         "results/metrics/abdomen_atlas_reference.json",
     params:
         config=EFFECTIVE_CONFIG,
-        evaluation=config["evaluation"],
+        reads=step_reads("abdomen-eval"),
     log:
         "results/logs/evaluate/abdomen_atlas.log",
     benchmark:
@@ -67,6 +67,37 @@ rule abdomen_eval:
         "--out {output} > {log} 2>&1"
 
 
+rule reconcile:
+    input:
+        manifest=MANIFEST,
+        unlisted=UNLISTED_VOLUMES,
+        stage1_cases=STAGE1_CASES,
+        preprocessed=preprocessed_shards,
+        pseudolabels=lambda wc: [d for s in config["pseudolabels"]["sources"] for d in pseudolabel_shards(s)],
+        labels=label_shards,
+    output:
+        rejected="results/qc/rejected.csv",
+        table="results/qc/reconciliation.csv",
+        md="results/qc/reconciliation.md",
+    params:
+        config=EFFECTIVE_CONFIG,
+        reads=step_reads("reconcile"),
+    log:
+        "results/logs/reconcile.log",
+    benchmark:
+        "results/benchmarks/reconcile.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "uvlm --config {params.config} reconcile --manifest {input.manifest} --unlisted {input.unlisted} "
+        "--stage1-cases {input.stage1_cases} --preprocessed {input.preprocessed} --pseudolabels {input.pseudolabels} "
+        "--labels {input.labels} --rejected {output.rejected} --table {output.table} > {log} 2>&1"
+
+
 rule tables:
     input:
         metrics=run_metrics(),
@@ -78,10 +109,7 @@ rule tables:
         expand("results/tables/{table}.{ext}", table=TABLES, ext=("md", "csv")),
     params:
         config=EFFECTIVE_CONFIG,
-        run=config["run"],
-        main=config["main_experiment"],
-        experiments={name: config["experiments"][name] for name in config["run"]},
-        extractor=config["evaluation"]["extractor"],
+        reads=step_reads("tables"),
         abdomen=lambda wc, input: f"--abdomen {input.abdomen}" if input.abdomen else "",
         out=lambda wc, output: os.path.dirname(output[0]),
     log:
@@ -95,8 +123,9 @@ rule tables:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "uvlm --config {params.config} tables --metrics-dir results/metrics --baseline {input.baseline} "
-        "--published {input.published} {params.abdomen} --out-dir {params.out} > {log} 2>&1"
+        "uvlm --config {params.config} tables --metrics {input.metrics} --stage2 {input.stage2} "
+        "--baseline {input.baseline} --published {input.published} {params.abdomen} --out-dir {params.out} "
+        "> {log} 2>&1"
 
 
 rule figures:
@@ -112,7 +141,7 @@ rule figures:
         expand("results/figures/qualitative_{name}.png", name=PLAN.names),
     params:
         config=EFFECTIVE_CONFIG,
-        titles={e.name: e.title for e in PLAN.experiments},
+        reads=step_reads("figures"),
         out=lambda wc, output: os.path.dirname(output[0]),
     log:
         "results/logs/figures.log",
@@ -125,8 +154,8 @@ rule figures:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "uvlm --config {params.config} figures --metrics-dir results/metrics --baseline {input.baseline} "
-        "--models {input.models} --reports-dir results/reports --preprocessed {input.preprocessed} "
+        "uvlm --config {params.config} figures --metrics {input.metrics} --baseline {input.baseline} "
+        "--models {input.models} --reports {input.reports} --preprocessed {input.preprocessed} "
         "--out-dir {params.out} > {log} 2>&1"
 
 
@@ -140,6 +169,7 @@ rule report_html:
         "results/report.html",
     params:
         config=EFFECTIVE_CONFIG,
+        reads=step_reads("report-html"),
     log:
         "results/logs/report_html.log",
     benchmark:

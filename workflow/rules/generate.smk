@@ -7,7 +7,7 @@ rule generate:
         "results/reports/{experiment}.parquet",
     params:
         config=EFFECTIVE_CONFIG,
-        generate=config["generate"],
+        reads=step_reads("generate"),
     log:
         "results/logs/generate/{experiment}.log",
     benchmark:

@@ -3,8 +3,7 @@ rule demo_data:
         directory(DEMO_ROOT),
     params:
         config=EFFECTIVE_CONFIG,
-        demo=config["demo"],
-        seed=config["seed"],
+        reads=step_reads("demo-data"),
     log:
         "results/logs/demo_data.log",
     benchmark:
@@ -27,8 +26,7 @@ checkpoint ingest:
         unlisted=UNLISTED_VOLUMES,
     params:
         config=EFFECTIVE_CONFIG,
-        shard_size=config["shard_size"],
-        rexgrounding_root=config["rexgrounding_root"],
+        reads=step_reads("ingest"),
     log:
         "results/logs/ingest.log",
     benchmark:
@@ -43,38 +41,12 @@ checkpoint ingest:
         "uvlm --config {params.config} ingest --root {input} --out {output.manifest} --unlisted {output.unlisted} > {log} 2>&1"
 
 
-checkpoint stage1_cases:
-    input:
-        MANIFEST,
-    output:
-        STAGE1_CASES,
-    params:
-        config=EFFECTIVE_CONFIG,
-        lesions_complete=config["lesions_complete"],
-        max_cases=config["stage1"]["max_cases"],
-        seed=config["seed"],
-        shard_size=config["shard_size"],
-    log:
-        "results/logs/stage1_cases.log",
-    benchmark:
-        "results/benchmarks/stage1_cases.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../../envs/data.yaml"
-    shell:
-        "uvlm --config {params.config} stage1-cases --manifest {input} --out {output} > {log} 2>&1"
-
-
 rule demo_abdomen:
     output:
         directory(ABDOMEN_DEMO_ROOT),
     params:
         config=EFFECTIVE_CONFIG,
-        demo=config["abdomen_atlas"]["demo"],
-        seed=config["seed"],
+        reads=step_reads("demo-abdomen"),
     log:
         "results/logs/demo_abdomen.log",
     benchmark:
@@ -86,7 +58,7 @@ rule demo_abdomen:
     conda:
         "../../envs/data.yaml"
     shell:
-        "uvlm --config {params.config} demo-data --dataset abdomen_atlas {output} > {log} 2>&1"
+        "uvlm --config {params.config} demo-abdomen {output} > {log} 2>&1"
 
 
 checkpoint ingest_abdomen:
@@ -96,8 +68,7 @@ checkpoint ingest_abdomen:
         ABDOMEN_MANIFEST,
     params:
         config=EFFECTIVE_CONFIG,
-        shard_size=config["shard_size"],
-        valid_fraction=config["abdomen_atlas"]["valid_fraction"],
+        reads=step_reads("ingest-abdomen"),
     log:
         "results/logs/ingest_abdomen.log",
     benchmark:

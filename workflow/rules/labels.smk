@@ -1,16 +1,36 @@
+checkpoint stage1_cases:
+    input:
+        MANIFEST,
+    output:
+        STAGE1_CASES,
+    params:
+        config=EFFECTIVE_CONFIG,
+        reads=step_reads("stage1-cases"),
+    log:
+        "results/logs/stage1_cases.log",
+    benchmark:
+        "results/benchmarks/stage1_cases.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "uvlm --config {params.config} stage1-cases --manifest {input} --out {output} > {log} 2>&1"
+
+
 rule labels_shard:
     input:
         manifest=STAGE1_CASES,
         sources=source_shards,
+        label_map=config["label_map"],
     output:
         directory("results/labels/ct_rate/shard_{shard}"),
     params:
         config=EFFECTIVE_CONFIG,
+        reads=step_reads("labels"),
         granularities=needed_granularities(),
-        sources=config["pseudolabels"]["sources"],
-        label_map=config["label_map"],
-        lesions_complete=config["lesions_complete"],
-        on_error=config["on_volume_error"],
     log:
         "results/logs/labels/shard_{shard}.log",
     benchmark:
@@ -24,19 +44,18 @@ rule labels_shard:
         "../../envs/data.yaml"
     shell:
         "uvlm --config {params.config} labels --manifest {input.manifest} --shard {wildcards.shard} "
-        "--sources {input.sources} --granularities {params.granularities} --out {output} > {log} 2>&1"
+        "--sources {input.sources} --label-map {input.label_map} --granularities {params.granularities} --out {output} > {log} 2>&1"
 
 
 rule abdomen_labels_shard:
     input:
-        ABDOMEN_MANIFEST,
+        manifest=ABDOMEN_MANIFEST,
+        label_map=config["abdomen_atlas"]["label_map"],
     output:
         directory("results/labels/abdomen_atlas/shard_{shard}"),
     params:
         config=EFFECTIVE_CONFIG,
-        label_map=config["abdomen_atlas"]["label_map"],
-        lesion_min_mm3=config["abdomen_atlas"]["lesion_min_mm3"],
-        on_error=config["on_volume_error"],
+        reads=step_reads("abdomen-labels"),
     log:
         "results/logs/labels_abdomen/shard_{shard}.log",
     benchmark:
@@ -48,8 +67,8 @@ rule abdomen_labels_shard:
     conda:
         "../../envs/data.yaml"
     shell:
-        "uvlm --config {params.config} labels-abdomen --manifest {input} --shard {wildcards.shard} "
-        "--out {output} > {log} 2>&1"
+        "uvlm --config {params.config} abdomen-labels --manifest {input.manifest} --shard {wildcards.shard} "
+        "--label-map {input.label_map} --out {output} > {log} 2>&1"
 
 
 rule abdomen_qc:
@@ -60,6 +79,7 @@ rule abdomen_qc:
         "results/qc/abdomen_atlas/missing_classes.md",
     params:
         config=EFFECTIVE_CONFIG,
+        reads=step_reads("abdomen-qc"),
         out=lambda wc, output: os.path.dirname(output[0]),
     log:
         "results/logs/qc/abdomen_atlas.log",

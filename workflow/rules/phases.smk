@@ -3,6 +3,7 @@
 
 
 onstart:
+    write_effective_config()
     for folder in dvc_out_dirs():
         os.makedirs(folder, exist_ok=True)
 

@@ -8,8 +8,7 @@ rule pseudolabel_shard:
         directory("results/pseudolabels/ct_rate/{labeler}/shard_{shard}"),
     params:
         config=EFFECTIVE_CONFIG,
-        spec=lambda wc: LABELERS[wc.labeler],
-        on_error=config["on_volume_error"],
+        reads=step_reads("pseudolabel"),
     log:
         "results/logs/pseudolabels/{labeler}/shard_{shard}.log",
     benchmark:
@@ -31,13 +30,14 @@ rule pseudolabel_qc:
     input:
         shards=lambda wc: pseudolabel_shards(wc.labeler),
         reference=lambda wc: qc_reference_shards(wc.labeler),
+        label_map=config["label_map"],
     output:
         classes="results/qc/ct_rate/{labeler}/classes.md",
         missing="results/qc/ct_rate/{labeler}/missing.csv",
     params:
         config=EFFECTIVE_CONFIG,
         out=lambda wc, output: os.path.dirname(output[0]),
-        label_map=config["label_map"],
+        reads=step_reads("pseudolabel-qc"),
         reference=lambda wc, input: ("--reference " + " ".join(input.reference)) if input.reference else "",
     log:
         "results/logs/qc/{labeler}.log",
@@ -50,5 +50,5 @@ rule pseudolabel_qc:
     conda:
         "../../envs/data.yaml"
     shell:
-        "uvlm --config {params.config} label-qc --labeler {wildcards.labeler} --shards {input.shards} "
-        "{params.reference} --out {params.out} > {log} 2>&1"
+        "uvlm --config {params.config} pseudolabel-qc --labeler {wildcards.labeler} --shards {input.shards} "
+        "{params.reference} --label-map {input.label_map} --out {params.out} > {log} 2>&1"

@@ -5,8 +5,7 @@ rule tokenizer:
         "results/models/tokenizer/tokenizer.json",
     params:
         config=EFFECTIVE_CONFIG,
-        vocab_size=config["stage3"]["vocab_size"],
-        tokenizer_dir=config["stage3"]["tokenizer_dir"],
+        reads=step_reads("tokenizer"),
     log:
         "results/logs/tokenizer.log",
     benchmark:
@@ -26,15 +25,14 @@ rule nnunet_export:
         manifest=STAGE1_CASES,
         labels=label_shards,
     output:
-        directory("results/nnunet/raw/{gran}"),
+        directory("results/nnunet/raw/{granularity}"),
     params:
         config=EFFECTIVE_CONFIG,
-        dataset_ids=config["stage1"]["dataset_ids"],
-        seed=config["seed"],
+        reads=step_reads("nnunet-export"),
     log:
-        "results/logs/nnunet_export/{gran}.log",
+        "results/logs/nnunet_export/{granularity}.log",
     benchmark:
-        "results/benchmarks/nnunet_export/{gran}.tsv"
+        "results/benchmarks/nnunet_export/{granularity}.tsv"
     priority: 3
     threads: 1
     resources:
@@ -44,24 +42,23 @@ rule nnunet_export:
         "../../envs/train.yaml"
     shell:
         "uvlm --config {params.config} nnunet-export --manifest {input.manifest} --labels {input.labels} "
-        "--granularity {wildcards.gran} --out {output} > {log} 2>&1"
+        "--granularity {wildcards.granularity} --out {output} > {log} 2>&1"
 
 
 rule stage1:
     input:
-        "results/nnunet/raw/{gran}",
+        "results/nnunet/raw/{granularity}",
     output:
-        directory("results/models/stage1/seg_{gran}"),
+        directory("results/models/stage1/seg_{granularity}"),
     params:
         config=EFFECTIVE_CONFIG,
-        stage1=config["stage1"],
-        encoder=config["encoder"],
-        work="results/nnunet/work/{gran}",
+        reads=step_reads("stage1"),
+        work="results/nnunet/work/{granularity}",
         launch=launcher("stage1"),
     log:
-        "results/logs/stage1/seg_{gran}.log",
+        "results/logs/stage1/seg_{granularity}.log",
     benchmark:
-        "results/benchmarks/stage1/seg_{gran}.tsv"
+        "results/benchmarks/stage1/seg_{granularity}.tsv"
     priority: 3  # the critical path (Stage 1 labels -> Stage 1 -> 2 -> 3) first
     threads: config["threads"]
     resources:
@@ -76,18 +73,18 @@ rule stage1:
 
 rule stage1_import:
     input:
-        lambda wc: ancient(config["stage1"]["import_checkpoints"][wc.gran]),
+        lambda wc: ancient(config["stage1"]["import_checkpoints"][wc.granularity]),
     output:
-        directory("results/models/stage1/seg_{gran}"),
+        directory("results/models/stage1/seg_{granularity}"),
     wildcard_constraints:
-        gran=IMPORTED_GRANULARITIES,
+        granularity=IMPORTED_GRANULARITIES,
     params:
         config=EFFECTIVE_CONFIG,
-        encoder=config["encoder"],
+        reads=step_reads("stage1-import"),
     log:
-        "results/logs/stage1/import_seg_{gran}.log",
+        "results/logs/stage1/import_seg_{granularity}.log",
     benchmark:
-        "results/benchmarks/stage1_import/seg_{gran}.tsv"
+        "results/benchmarks/stage1_import/seg_{granularity}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -110,10 +107,7 @@ rule stage2:
         directory("results/models/stage2/cls_{init}"),
     params:
         config=EFFECTIVE_CONFIG,
-        stage2=config["stage2"],
-        encoder=config["encoder"],
-        selection=config["model_selection"],
-        seed=config["seed"],
+        reads=step_reads("stage2"),
         init_arg=lambda w, input: f"--init {input.init}" if input.init else "",
         launch=launcher("stage2"),
     log:
@@ -143,12 +137,7 @@ rule stage3:
         directory("results/models/stage3/{experiment}"),
     params:
         config=EFFECTIVE_CONFIG,
-        stage3=config["stage3"],
-        encoder=config["encoder"],
-        grid=config["preprocess"]["grid"],
-        selection=config["model_selection"],
-        seed=config["seed"],
-        experiment=lambda w: config["experiments"][w.experiment],
+        reads=step_reads("stage3"),
         init_arg=lambda w, input: f"--init {input.init}" if input.init else "",
         launch=launcher("stage3"),
     log:

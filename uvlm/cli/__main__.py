@@ -1,0 +1,3 @@
+from uvlm.cli.main import main
+
+main()

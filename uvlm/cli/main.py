@@ -1,0 +1,134 @@
+"""`uvlm` command line: one subcommand per pipeline step, each a thin wrapper over a Python function.
+
+Every subcommand takes --config (the YAML or JSON config; Snakemake passes the effective config it
+ran with), so any step can be rerun and debugged for one shard or one experiment without Snakemake.
+A step's function is `cmd_<step>` in uvlm/cli/<phase>.py (uvlm/steps.py names the phase).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+
+from uvlm.config import DEFAULT_CONFIG, load_config
+from uvlm.steps import STEPS, TOOLS, function_path
+
+log = logging.getLogger("uvlm")
+RECORD_READS = "UVLM_RECORD_READS"  # a JSONL file: each command appends the config keys it read (tests)
+
+REQ = {"required": True}
+MANY = {"nargs": "+", "required": True}
+SHARD = ("--shard", {"type": int, **REQ})
+# subcommand -> (help, arguments)
+COMMANDS: dict[str, tuple[str, list[tuple[str, dict]]]] = {
+    "demo-data": ("write the synthetic CT-RATE-layout demo dataset", [("out", {})]),
+    "demo-abdomen": ("write the synthetic AbdomenAtlas-layout demo dataset", [("out", {})]),
+    "ingest": ("CT-RATE root -> manifest parquet (+ volume files no report row names)",
+               [("--root", {"default": ""}), ("--out", REQ), ("--unlisted", REQ)]),
+    "ingest-abdomen": ("AbdomenAtlas 3.0 root -> manifest parquet", [("--root", {"default": ""}), ("--out", REQ)]),
+    "stage1-cases": ("manifest -> the Stage 1 case list (same for every granularity)",
+                     [("--manifest", REQ), ("--out", REQ)]),
+    "pseudolabel": ("run one anatomy labeler over one shard",
+                    [("--manifest", REQ), SHARD, ("--labeler", REQ), ("--out", REQ)]),
+    "pseudolabel-qc": ("per-class tables (and Dice against a reference) for one labeler",
+                       [("--labeler", REQ), ("--shards", MANY), ("--reference", {"nargs": "*", "default": []}),
+                        ("--label-map", REQ), ("--granularity", {"default": "C"}), ("--out", REQ)]),
+    "labels": ("merge label maps for one shard", [("--manifest", REQ), SHARD, ("--sources", MANY),
+                                                  ("--label-map", REQ), ("--granularities", MANY), ("--out", REQ)]),
+    "abdomen-labels": ("AbdomenAtlas label maps + RadGPT lesion labels for one shard",
+                       [("--manifest", REQ), SHARD, ("--label-map", REQ), ("--out", REQ)]),
+    "abdomen-qc": ("AbdomenAtlas lesion-label and missing-class tables", [("--shards", MANY), ("--out", REQ)]),
+    "preprocess": ("resample/normalise one shard", [("--manifest", REQ), SHARD, ("--out", REQ)]),
+    "nnunet-export": ("export one granularity as an nnU-Net raw dataset",
+                      [("--manifest", REQ), ("--labels", MANY), ("--granularity", REQ), ("--out", REQ)]),
+    "stage1": ("segmentation pretraining with nnU-Net", [("--raw", REQ), ("--work", REQ), ("--out", REQ)]),
+    "stage1-import": ("use a standalone nnU-Net run's checkpoint_final.pth as Stage 1",
+                      [("--checkpoint", REQ), ("--out", REQ)]),
+    "stage2": ("classification pretraining (selection on a hold-out of the training split)",
+               [("--manifest", REQ), ("--preprocessed", MANY), ("--init", {"default": ""}), ("--out", REQ)]),
+    "tokenizer": ("train the BPE tokenizer on training reports", [("--manifest", REQ), ("--out", REQ)]),
+    "stage3": ("report-generation training", [("--manifest", REQ), ("--preprocessed", MANY), ("--tokenizer", REQ),
+                                              ("--init", {"default": ""}), ("--experiment", REQ), ("--out", REQ)]),
+    "generate": ("generate reports", [("--manifest", REQ), ("--preprocessed", MANY), ("--model", REQ),
+                                      ("--split", {"default": "valid"}), ("--out", REQ)]),
+    "evaluate": ("score generated reports", [("--reports", REQ), ("--manifest", REQ), ("--out", REQ)]),
+    "baseline": ("most-frequent-label-set baseline", [("--manifest", REQ), ("--out", REQ)]),
+    "abdomen-eval": ("AbdomenAtlas rows of Table 3 that need no model",
+                     [("--manifest", REQ), ("--labels", MANY), ("--out", REQ)]),
+    "reconcile": ("every volume's fate per step: rejected.csv and the reconciliation table",
+                  [("--manifest", REQ), ("--unlisted", REQ), ("--stage1-cases", REQ), ("--preprocessed", MANY),
+                   ("--pseudolabels", MANY), ("--labels", MANY), ("--rejected", REQ), ("--table", REQ)]),
+    "tables": ("paper-shaped result tables (Tables 2-5) for the experiments in `run`",
+               [("--metrics", MANY), ("--stage2", {"nargs": "*", "default": []}), ("--baseline", REQ),
+                ("--published", {"default": "config/published.yaml"}), ("--abdomen", {"default": ""}),
+                ("--out-dir", REQ)]),
+    "figures": ("per-class F1, training curves, qualitative examples",
+                [("--metrics", MANY), ("--baseline", REQ), ("--models", MANY), ("--reports", MANY),
+                 ("--preprocessed", MANY), ("--n-examples", {"type": int, "default": 3}), ("--out-dir", REQ)]),
+    "report-html": ("one HTML page linking tables and figures", [("--tables", MANY), ("--figures", MANY),
+                                                                 ("--out", REQ)]),
+    "params": ("print the parameter count of every model part for the config", []),
+    "pull": ("dvc pull versioned results, then mark them up to date for Snakemake (run from the project root of "
+             "a clone)", [("targets", {"nargs": "*", "help": "DVC stages (phases), each with the phases it "
+                                                              "depends on; default: all"}),
+                          ("--cores", {"type": int, "default": 1})]),
+}
+
+
+def command_function(name: str):
+    """The function behind a subcommand: cmd_<name> in its phase's module (uvlm.cli.tools for the rest)."""
+    module, function = function_path(name) if name in STEPS else ("uvlm.cli.tools", f"cmd_{name}")
+    return getattr(importlib.import_module(module), function)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="uvlm", description=__doc__)
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline config (YAML/JSON)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="override a top-level config key, e.g. --set ct_rate_root='\"/data/CT-RATE\"'")
+    sub = p.add_subparsers(dest="command", required=True)
+    assert set(COMMANDS) == set(STEPS) | set(TOOLS), "every step and tool has a subcommand"
+    for name, (help_, args) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_)
+        for flag, kw in args:
+            sp.add_argument(flag, **kw)
+    return p
+
+
+def _record(path: str, args: argparse.Namespace, reads: set[str]) -> None:
+    """Append what this command read and loaded to the UVLM_RECORD_READS file (one JSON line)."""
+    wildcards = {k: getattr(args, k) for k in ("experiment", "labeler", "granularity") if getattr(args, k, None)}
+    line = json.dumps({"command": args.command, "wildcards": wildcards, "reads": sorted(reads),
+                       "modules": sorted(m for m in sys.modules if m == "uvlm" or m.startswith("uvlm."))})
+    with open(path, "a") as fh:
+        fh.write(line + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    cfg = load_config(args.config, overrides)
+    record = os.environ.get(RECORD_READS)
+    if record:
+        from uvlm.config_reads import recording
+
+        cfg, reads = recording(cfg)
+    try:
+        command_function(args.command)(args, cfg)
+    except Exception as err:  # one line naming the problem, then the traceback in the log
+        log.error("uvlm %s failed: %s", args.command, err)
+        raise
+    if record:
+        _record(record, args, reads)

@@ -1,0 +1,93 @@
+"""Report phase: labels from generated text, metrics, the reconciliation of every volume, tables, figures
+and the HTML page (DVC stage `report`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from uvlm.config import check_extractor
+
+log = logging.getLogger("uvlm")
+
+
+def cmd_evaluate(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.evaluation.evaluate import evaluate_reports
+    from uvlm.io import write_json
+
+    ev = cfg["evaluation"]
+    check_extractor(ev)
+    m = evaluate_reports(a.reports, a.manifest, ev["extractor"], ev, ev["cache_dir"], ev["bootstrap_resamples"],
+                         cfg["seed"])
+    write_json(m, a.out)
+    log.info("macro F1 %.3f (P %.3f, R %.3f), BLEU-mean %.3f over %d reports", m["macro_f1"],
+             m["macro_precision"], m["macro_recall"], m["bleu_mean"], m["n_reports"])
+
+
+def cmd_baseline(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.evaluation.evaluate import most_frequent_baseline
+    from uvlm.io import write_json
+
+    ev = cfg["evaluation"]
+    check_extractor(ev)
+    write_json(most_frequent_baseline(a.manifest, extractor=ev["extractor"], settings=ev, cache_dir=ev["cache_dir"],
+                                      n_resamples=ev["bootstrap_resamples"], seed=cfg["seed"]), a.out)
+
+
+def cmd_abdomen_eval(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.evaluation.evaluate import abdomen_reference_scores
+    from uvlm.io import write_json
+
+    ev = cfg["evaluation"]
+    check_extractor(ev)
+    write_json(abdomen_reference_scores(a.manifest, a.labels, ev["extractor"], ev, ev["cache_dir"]), a.out)
+
+
+def cmd_reconcile(a: argparse.Namespace, cfg: dict) -> None:
+    import pandas as pd
+
+    from uvlm.evaluation.tables import write_table
+    from uvlm.io import write_csv
+    from uvlm.qc.reconcile import reconcile
+
+    labelers: dict[str, list[str]] = {}
+    for shard in a.pseudolabels:  # results/pseudolabels/ct_rate/<labeler>/shard_<k>
+        labelers.setdefault(Path(shard).parent.name, []).append(shard)
+    rejected, table = reconcile(pd.read_parquet(a.manifest), pd.read_csv(a.unlisted, keep_default_na=False),
+                                pd.read_parquet(a.stage1_cases), a.preprocessed, labelers, a.labels)
+    write_csv(rejected, a.rejected)
+    unbalanced = table.loc[~table["balanced"], "step"].tolist()
+    write_table(table, a.table, Path(a.table).with_suffix(".md"),
+                "Every volume accounted for, per step: in = accepted + rejected (the reasons, per case, are in "
+                f"{a.rejected}).", footer=f"Unbalanced steps: {', '.join(unbalanced)}.\n" if unbalanced else "")
+    log.info("%d rejections over %d steps -> %s, %s", len(rejected), len(table), a.rejected, a.table)
+    if unbalanced:
+        raise SystemExit(f"volumes unaccounted for in steps {unbalanced}: see {a.table}")
+
+
+def cmd_tables(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.data.roots import abdomen_label, dataset_label
+    from uvlm.evaluation.result_tables import write_result_tables
+    from uvlm.experiments import Plan
+
+    main = write_result_tables(a.out_dir, Plan.from_config(cfg), cfg["main_experiment"], a.metrics, a.stage2,
+                               a.baseline, a.published, dataset_label(cfg), cfg["evaluation"]["extractor"],
+                               a.abdomen, abdomen_label(cfg) if a.abdomen else "")
+    print(main.read_text())
+
+
+def cmd_figures(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.evaluation.figures import write_figures
+    from uvlm.experiments import Plan
+
+    write_figures(a.out_dir, list(Plan.from_config(cfg).experiments), a.metrics, a.baseline, a.models, a.reports,
+                  a.preprocessed, a.n_examples)
+
+
+def cmd_report_html(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.config import EFFECTIVE_CONFIG
+    from uvlm.data.roots import dataset_label
+    from uvlm.evaluation.report_html import write_results_page
+
+    write_results_page(a.out, a.tables, a.figures, dataset_label(cfg), cfg["run"], EFFECTIVE_CONFIG)

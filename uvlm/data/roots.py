@@ -1,0 +1,29 @@
+"""Where each dataset's files are: the configured copy, or the demo the workflow generates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CT_RATE_DEMO = "results/demo/ct_rate"
+ABDOMEN_DEMO = "results/demo/abdomen_atlas"
+
+
+def ct_rate_root(cfg: dict) -> Path:
+    """The CT-RATE root in use (config `ct_rate_root`, "" = the generated demo)."""
+    return Path(cfg["ct_rate_root"]) if cfg["ct_rate_root"] else Path(CT_RATE_DEMO)
+
+
+def abdomen_root(cfg: dict) -> Path:
+    """The AbdomenAtlas 3.0 root in use (config `abdomen_atlas.root`, "" = the generated demo)."""
+    root = cfg["abdomen_atlas"]["root"]
+    return Path(root) if root else Path(ABDOMEN_DEMO)
+
+
+def dataset_label(cfg: dict) -> str:
+    """How tables and the report name the CT-RATE-layout data in use."""
+    return "CT-RATE" if cfg["ct_rate_root"] else "synthetic demo"
+
+
+def abdomen_label(cfg: dict) -> str:
+    """How Table 3 names the AbdomenAtlas data in use."""
+    return "AbdomenAtlas 3.0" if cfg["abdomen_atlas"]["root"] else "AbdomenAtlas demo"

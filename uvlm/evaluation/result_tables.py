@@ -1,0 +1,57 @@
+"""The run's paper-shaped tables (Tables 2-5) with their captions: what `uvlm tables` writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from uvlm.evaluation.claims import claims_section
+from uvlm.evaluation.paper_tables import table3, table4, table5
+from uvlm.evaluation.tables import main_table, write_table
+from uvlm.experiments import Plan
+
+MAIN_CAPTION = ("Table 2 layout. Paper rows: CT-RATE validation as published. Our rows: {label} validation split "
+                "(never read by training or model selection); ours is experiment '{main}'. Labels extracted "
+                "from generated reports by the {extractor} extractor; F1/Prec./Rec. are macro means over the 18 "
+                "CT-RATE labels; BLEU is corpus BLEU on a 0-1 scale, the authors' way (case and punctuation "
+                "kept, pycocoevalcap Bleu(4)); CIs are 95% bootstrap intervals over reports.")
+TABLE4_CAPTION = ("Table 4 layout: Stage 2 classification by pretraining, the paper's CT-RATE numbers beside ours "
+                  "(macro F1/precision/recall at 0.5 on the {label} validation split; weights chosen by the "
+                  "smoothed AUC on a patient hold-out of the training split, shown as AUC (hold-out)).")
+TABLE5_CAPTION = ("Table 5 layout: report-generation ablations, each paper row once with the CT-RATE F1 and "
+                  "BLEU-mean it published beside ours ({label} validation split). SC = multi-layer "
+                  "(skip-connection) injection, Frz = frozen encoder, VT = visual tokens (the paper's count; ours "
+                  "at our grid), Dec. = decoder (0.1B = ours, Q4B-L/F = Qwen3-4B LoRA / full fine-tuning). Empty "
+                  "cells: not run.")
+TABLE3_CAPTION = ("Table 3 layout: lesion detection on AbdomenAtlas 3.0, precision / recall / F1 in percent per "
+                  "lesion class against the RadGPT labels derived from the masks. Our rows need no trained model: "
+                  "the rule extractor on the reference reports (a check of the extractor) and the most frequent "
+                  "training label set, over all labelled cases.")
+
+
+def write_result_tables(out_dir: str | Path, plan: Plan, main_experiment: str, metrics: list[str],
+                        stage2_dirs: list[str], baseline: str, published: str, dataset: str, extractor: str,
+                        abdomen: str = "", abdomen_dataset: str = "") -> Path:
+    """Write main, table4_classification, table5_ablations (and table3_abdomen with `abdomen`) as .csv + .md.
+
+    metrics: one <experiment>.json per experiment of the plan; stage2_dirs: the plan's Stage 2 folders.
+    Returns the main table's markdown file."""
+    out = Path(out_dir)
+    by_name = {Path(m).stem: Path(m) for m in metrics}
+    missing = [e.name for e in plan.experiments if e.name not in by_name]
+    if missing:
+        raise ValueError(f"no metrics file given for experiments {missing}")
+    main = next(e for e in plan.experiments if e.name == main_experiment)
+    write_table(main_table(published, (main.name, main.title, by_name[main.name]), baseline, dataset),
+                out / "main.csv", out / "main.md",
+                MAIN_CAPTION.format(label=dataset, main=main.name, extractor=extractor),
+                footer=claims_section(list(plan.experiments), by_name, baseline))
+    stage2 = {Path(d).name: Path(d) / "metrics.json" for d in stage2_dirs}
+    write_table(table4(published, list(plan.stage2), stage2, dataset), out / "table4_classification.csv",
+                out / "table4_classification.md", TABLE4_CAPTION.format(label=dataset))
+    write_table(table5(published, list(plan.experiments), by_name, dataset), out / "table5_ablations.csv",
+                out / "table5_ablations.md", TABLE5_CAPTION.format(label=dataset))
+    if abdomen:
+        write_table(table3(published, json.loads(Path(abdomen).read_text()), abdomen_dataset),
+                    out / "table3_abdomen.csv", out / "table3_abdomen.md", TABLE3_CAPTION)
+    return out / "main.md"
