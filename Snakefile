@@ -3,14 +3,21 @@
 # `snakemake --cores 2 all --config ct_rate_root=/path/to/CT-RATE`.
 from snakemake.utils import min_version, validate
 
+from uvlm.config import with_defaults
+
 min_version("9.0")
 
 
-# The embedded demo config, unless --configfile names one: a config given on the command line replaces it
-# rather than being merged into it (a merge would add the demo's experiments to config/ct_rate.yaml's).
+# The embedded demo config. A --configfile overrides its keys one by one (config/ct_rate.yaml says only what
+# differs), replacing the experiments and labelers catalogues whole: uvlm.config.with_defaults.
 if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
+
+else:
+    _layered = with_defaults(config)
+    config.clear()
+    config.update(_layered)
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from uvlm.config import with_defaults
 from uvlm.data.manifest import stage1_cases
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,7 +68,7 @@ def main() -> None:
         (work / "Snakefile").write_text((REPO / "Snakefile").read_text())
         root = work / "CT-RATE"
         (root / "dataset").mkdir(parents=True)
-        cfg = yaml.safe_load(Path(a.config).read_text())
+        cfg = with_defaults(yaml.safe_load(Path(a.config).read_text()))
         cfg["ct_rate_root"] = str(root)
         (work / "radbert").mkdir()  # the radbert extractor's folder must exist before any job
         cfg["evaluation"]["radbert"]["model_dir"] = str(work / "radbert")

@@ -30,6 +30,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from uvlm.config import with_defaults  # noqa: E402
 from uvlm.constants import CT_RATE_LABELS  # noqa: E402
 from uvlm.data.volumes import VolumeDataset  # noqa: E402
 from uvlm.models.encoder import EncoderConfig  # noqa: E402
@@ -142,7 +143,7 @@ def main() -> None:
         return
     assert torch.cuda.is_available(), "this script needs a CUDA GPU"
     RESULTS["device"] = {"name": torch.cuda.get_device_name(0), "torch": torch.__version__}
-    cfg = yaml.safe_load((REPO / "config" / "ct_rate.yaml").read_text())
+    cfg = with_defaults(yaml.safe_load((REPO / "config" / "ct_rate.yaml").read_text()))
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         check_training_functions(tmp, "cuda")

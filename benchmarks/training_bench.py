@@ -28,6 +28,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from uvlm.config import with_defaults  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 CASES = {
     # name: (config, builder, kwargs, warm-up steps, timed steps)
@@ -48,7 +50,7 @@ def run_case(name: str) -> dict:
     import steps
 
     config, builder, kwargs, warm, n = CASES[name]
-    cfg = yaml.safe_load((REPO / "config" / config).read_text())
+    cfg = with_defaults(yaml.safe_load((REPO / "config" / config).read_text()))
     torch.manual_seed(0)
     device = torch.device("cpu")
     if builder == "generation_rates":

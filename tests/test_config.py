@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from uvlm.config import REPO_ROOT, ConfigError, check_extractor, load_config, validate_config
+from uvlm.config import REPO_ROOT, ConfigError, check_extractor, load_config, validate_config, with_defaults
 from uvlm.experiments import Plan, experiments, table5_key
 
 
 def ct_rate_config(tmp_path: Path) -> dict:
     """config/ct_rate.yaml with its one required local path (the RadBERT folder) set."""
-    cfg = yaml.safe_load((REPO_ROOT / "config" / "ct_rate.yaml").read_text())
+    cfg = with_defaults(yaml.safe_load((REPO_ROOT / "config" / "ct_rate.yaml").read_text()))
     cfg["evaluation"]["radbert"]["model_dir"] = str(tmp_path)
     return validate_config(cfg)
 
@@ -126,3 +126,18 @@ def test_labeler_settings_are_checked() -> None:
     cfg["pseudolabels"]["labelers"]["classical"]["params"] = {"air_hu": -450, "lung_hu": 3}
     with pytest.raises(ConfigError, match="unknown \\['lung_hu'\\]"):
         validate_config(cfg)
+
+
+def test_a_config_file_overrides_the_defaults_key_by_key() -> None:
+    defaults = load_config()
+    assert with_defaults(defaults) == defaults  # a full config (an effective.json) comes back unchanged
+    small = with_defaults({"stage2": {"steps": 7}, "preprocess": {"grid": [16, 32, 32]},
+                           "experiments": {"mine": defaults["experiments"]["none_rep"]}})
+    assert small["stage2"]["steps"] == 7 and small["stage2"]["lr"] == defaults["stage2"]["lr"]  # merged
+    assert small["preprocess"]["grid"] == [16, 32, 32]  # lists replaced
+    assert list(small["experiments"]) == ["mine"]  # catalogues replaced whole
+    ct = yaml.safe_load((REPO_ROOT / "config" / "ct_rate.yaml").read_text())
+    assert "seed" not in ct and "model_selection" not in ct  # says only what differs
+    full = with_defaults(ct)
+    assert full["stage3"]["decoder"]["dim"] == 512 and full["stage3"]["hf"]["lora_r"] == defaults["stage3"]["hf"]["lora_r"]
+    assert "truth" not in full["pseudolabels"]["labelers"] and len(full["experiments"]) == 17

@@ -8,6 +8,7 @@ the effective config, `dvc push`; elsewhere `git clone` + `uvlm pull` (`dvc pull
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -146,3 +147,51 @@ def test_a_corrupted_remote_file_is_reported_not_used(pushed: tuple[Path, Path],
     assert not (clone / "results" / "metrics" / "none_rep.json").exists()
     # The other phases are intact and restored.
     assert (clone / "results" / "models" / "stage3" / "none_rep" / "model.safetensors").is_file()
+
+
+def _changed_deps(clone: Path) -> dict[str, set[str]]:
+    """DVC stage -> the deps `dvc status` reports changed (code and config files, not the missing outs)."""
+    status = json.loads(_dvc(clone, "status", "--json").stdout or "{}")
+    out: dict[str, set[str]] = {}
+    for stage, entries in status.items():
+        for entry in entries:
+            if isinstance(entry, dict) and "changed deps" in entry:
+                out.setdefault(stage.split(":")[-1], set()).update(
+                    d for d in entry["changed deps"] if not d.startswith("results/"))
+    return out
+
+
+def test_a_source_change_marks_exactly_the_phases_whose_steps_run_it(pushed: tuple[Path, Path],
+                                                                      tmp_path: Path) -> None:
+    """For a file of each step's code (its phase module, and the file its step shares with the fewest
+    phases), plus a label map and a rule file: `dvc status` names exactly the phases that run it."""
+    from uvlm.dvc_stages import rule_files
+    from uvlm.step_code import phase_files
+    from uvlm.steps import PHASES, STEPS, function_path
+
+    origin, _ = pushed
+    clone = tmp_path / "clone"
+    _run(tmp_path, "git", "clone", "-q", str(origin), str(clone))
+    runs = {p: phase_files(p) | set(rule_files(p)) | {f for s in STEPS.values() if s.phase == p for f in s.files}
+            for p in PHASES}
+
+    def phases_running(path: str) -> set[str]:
+        return {p for p, files in runs.items() if any(path == f or path.startswith(f + "/") for f in files)}
+
+    chosen = {"config/labels/chest.yaml", "workflow/rules/train.smk"}
+    for step in STEPS:
+        module, _ = function_path(step)
+        chosen.add(module.replace(".", "/") + ".py")
+        own = sorted(phase_files(STEPS[step].phase) - chosen, key=lambda f: (len(phases_running(f)), f))
+        chosen.add(own[0])
+    assert len(chosen) > 15
+    for path in sorted(chosen):
+        target = clone / path
+        original = target.read_bytes()
+        target.write_bytes(original + b"\n# changed\n")
+        try:
+            changed = {stage for stage, deps in _changed_deps(clone).items()
+                       if any(path == d or path.startswith(d + "/") for d in deps)}
+        finally:
+            target.write_bytes(original)
+        assert changed == phases_running(path), path

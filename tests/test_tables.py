@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from uvlm.config import REPO_ROOT, validate_config
+from uvlm.config import REPO_ROOT, validate_config, with_defaults
 from uvlm.evaluation.paper_tables import table4, table5
 from uvlm.evaluation.tables import main_table, to_markdown
 from uvlm.experiments import Experiment, Plan
@@ -29,7 +29,7 @@ def fake_metrics(folder: Path, names: list[str]) -> dict[str, Path]:
 
 
 def test_ct_rate_table5_lists_each_paper_row_once_beside_ours(tmp_path: Path) -> None:
-    cfg = yaml.safe_load((REPO_ROOT / "config" / "ct_rate.yaml").read_text())
+    cfg = with_defaults(yaml.safe_load((REPO_ROOT / "config" / "ct_rate.yaml").read_text()))
     plan = Plan.from_config(validate_config(cfg))
     metrics = fake_metrics(tmp_path, plan.names)
     df = table5(PUBLISHED, list(plan.experiments), metrics, "CT-RATE")

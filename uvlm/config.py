@@ -16,6 +16,11 @@ DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 EFFECTIVE_CONFIG = "results/config/effective.json"
 
 
+# Sections a config file replaces whole instead of key by key: catalogues whose entries a config names for
+# itself (the paper's 17 experiments, a cluster's labelers); merged, the demo's entries would join them.
+REPLACED_WHOLE = ("experiments", "pseudolabels.labelers")
+
+
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the key."""
 
@@ -105,8 +110,23 @@ def _check_labelers(pl: dict[str, Any]) -> None:
             raise ConfigError(f"config key 'pseudolabels/labelers/{name}': backend {spec['backend']} needs '{key}'")
 
 
+def with_defaults(config: dict[str, Any], defaults: dict[str, Any] | None = None, _path: str = "") -> dict[str, Any]:
+    """`config` on top of the defaults (config/config.yaml): key by key in nested sections, lists and the
+    REPLACED_WHOLE sections replaced. So a config file says only what differs, and a full one (the
+    effective config of a run) comes back unchanged."""
+    base = yaml.safe_load(DEFAULT_CONFIG.read_text()) if defaults is None else defaults
+    out = dict(base)
+    for key, value in config.items():
+        path = f"{_path}.{key}" if _path else key
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and path not in REPLACED_WHOLE:
+            out[key] = with_defaults(value, base[key], path)
+        else:
+            out[key] = value
+    return out
+
+
 def load_config(path: str | Path = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read a YAML config, apply top-level overrides, validate, and return it as a plain dict."""
-    cfg = yaml.safe_load(Path(path).read_text())
+    """Read a YAML/JSON config over the defaults (with_defaults), apply top-level overrides, validate."""
+    cfg = with_defaults(yaml.safe_load(Path(path).read_text()) or {})
     cfg.update(overrides or {})
     return validate_config(cfg)

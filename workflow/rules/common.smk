@@ -63,7 +63,7 @@ wildcard_constraints:
     granularity="|".join(config["stage1"]["dataset_ids"]),
     experiment="|".join(config["experiments"]),
     labeler="|".join(LABELERS),
-    init=r"none|seg_(C|CL|FL)",
+    init="none|" + "|".join(f"seg_{g}" for g in config["stage1"]["dataset_ids"]),
 
 
 def ct_rate_root_input(wildcards):
