@@ -60,6 +60,14 @@ def test_each_rule_runs_its_step_and_passes_its_keys() -> None:
     assert set(runs) == set(STEPS), f"steps without a rule: {sorted(set(STEPS) - set(runs))}"
 
 
+def test_every_step_and_tool_is_a_subcommand_with_its_function() -> None:
+    from uvlm.cli.main import COMMANDS, command_function
+    from uvlm.steps import TOOLS
+
+    assert set(COMMANDS) == set(STEPS) | set(TOOLS)
+    assert all(command_function(name).__name__ == "cmd_" + name.replace("-", "_") for name in COMMANDS)
+
+
 def test_dvc_yaml_is_generated_from_the_steps() -> None:
     assert (REPO / "dvc.yaml").read_text() == render(), "run `python -m uvlm.dvc_stages > dvc.yaml`"
 

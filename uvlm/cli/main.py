@@ -15,7 +15,7 @@ import os
 import sys
 
 from uvlm.config import DEFAULT_CONFIG, load_config
-from uvlm.steps import STEPS, TOOLS, function_path
+from uvlm.steps import STEPS, function_path
 
 log = logging.getLogger("uvlm")
 RECORD_READS = "UVLM_RECORD_READS"  # a JSONL file: each command appends the config keys it read (tests)
@@ -91,7 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="override a top-level config key, e.g. --set ct_rate_root='\"/data/CT-RATE\"'")
     sub = p.add_subparsers(dest="command", required=True)
-    assert set(COMMANDS) == set(STEPS) | set(TOOLS), "every step and tool has a subcommand"
     for name, (help_, args) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_)
         for flag, kw in args:

@@ -56,13 +56,6 @@ class ClassicalConfig:
     sternum_half_width_mm: float = 20.0  # bone in front of the body's centre, this close to it: sternum
 
 
-def _ball(radius_vox: np.ndarray) -> np.ndarray:
-    r = np.maximum(np.floor(radius_vox).astype(int), 0)
-    zz, yy, xx = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1, -r[2]:r[2] + 1]
-    rv = np.maximum(radius_vox, 1e-6)
-    return (zz / rv[0]) ** 2 + (yy / rv[1]) ** 2 + (xx / rv[2]) ** 2 <= 1.0
-
-
 def _largest(mask: np.ndarray) -> np.ndarray:
     lab, n = ndi.label(mask)
     if n == 0:

@@ -34,7 +34,6 @@ from uvlm.shards import run_shard
 log = logging.getLogger(__name__)
 
 BACKENDS = ("classical", "totalsegmentator", "nnunet", "folder")
-GPU_BACKENDS = ("totalsegmentator", "nnunet")
 
 
 class Labeler(Protocol):

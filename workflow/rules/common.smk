@@ -10,6 +10,7 @@ from uvlm.config import EFFECTIVE_CONFIG, check_extractor, validate_config
 from uvlm.data.roots import ABDOMEN_DEMO, CT_RATE_DEMO
 from uvlm.experiments import Plan, experiments, stage1_dir, stage2_init_dir
 from uvlm.io import write_json
+from uvlm.pseudolabel import GPU_BACKENDS
 from uvlm.pseudolabel.reference import qc_reference
 from uvlm.steps import step_params
 
@@ -47,7 +48,6 @@ QC_REFERENCE = qc_reference(config)  # the labeler QC scores against, or none (a
 # Granularities whose Stage 1 encoder comes from a standalone nnU-Net run instead of training here.
 _imported = [g for g, path in config["stage1"]["import_checkpoints"].items() if path]
 IMPORTED_GRANULARITIES = "|".join(_imported) if _imported else "(?!)"
-GPU_BACKENDS = ("totalsegmentator", "nnunet")
 
 
 def dvc_out_dirs():
