@@ -23,7 +23,7 @@ import yaml
 from micro_project import REPO, micro_config, project_copy
 from packaging.requirements import Requirement
 
-from uvlm.step_code import module_file
+from uvlm.step_code import imports_in, module_file
 from uvlm.steps import STEPS, function_path
 
 ENVS = REPO / "envs"
@@ -70,21 +70,8 @@ def module_level_imports(step: str) -> set[str]:
 
 
 def _imports(node: ast.AST) -> set[str]:
-    names = set()
-    for n in ast.walk(node):
-        if isinstance(n, ast.Import):
-            names |= {a.name for a in n.names}
-        elif isinstance(n, ast.ImportFrom) and n.module and n.level == 0:
-            names |= {n.module} | {f"{n.module}.{a.name}" for a in n.names}
-    return names
-
-
-def _module_file(name: str) -> Path | None:
-    base = REPO.joinpath(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
+    """Modules imported anywhere under `node` (uvlm.step_code's reading of imports, which DVC deps use too)."""
+    return imports_in(node, "uvlm")
 
 
 # Imports deferred into the one function that needs them, for a backend only that rule group runs:
@@ -97,7 +84,7 @@ BACKEND_ONLY = {"uvlm.pseudolabel.run": {"uvlm.pseudolabel.totalseg.TotalSegment
 @cache
 def _direct_imports(name: str) -> frozenset[str]:
     """Everything a module imports, at module level or inside functions (an over-approximation)."""
-    path = _module_file(name)
+    path = module_file(name)
     found = _imports(ast.parse(path.read_text())) if path else set()
     return frozenset(found - BACKEND_ONLY.get(name, set()))
 

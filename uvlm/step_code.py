@@ -28,7 +28,7 @@ def module_file(name: str) -> Path | None:
     return None
 
 
-def _imported(node: ast.AST, package: str) -> set[str]:
+def imports_in(node: ast.AST, package: str) -> set[str]:
     """Module names imported anywhere under `node` (relative imports resolved against `package`)."""
     names: set[str] = set()
     for n in ast.walk(node):
@@ -49,7 +49,7 @@ def _module_imports(name: str) -> frozenset[str]:
     if path is None:
         return frozenset()
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    return frozenset(m for m in _imported(ast.parse(path.read_text()), package) if module_file(m))
+    return frozenset(m for m in imports_in(ast.parse(path.read_text()), package) if module_file(m))
 
 
 def _with_packages(name: str) -> set[str]:
@@ -77,8 +77,8 @@ def step_modules(step: str) -> set[str]:
     fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function), None)
     if fn is None:
         raise LookupError(f"step {step}: no function {function} in {module}")
-    top = {m for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom) for m in _imported(n, module)}
-    return modules_of({module} | {m for m in top | _imported(fn, module) if module_file(m)})
+    top = {m for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom) for m in imports_in(n, module)}
+    return modules_of({module} | {m for m in top | imports_in(fn, module) if module_file(m)})
 
 
 def step_files(step: str) -> set[str]:
