@@ -29,6 +29,7 @@ import yaml
 
 from uvlm.config import with_defaults
 from uvlm.data.manifest import stage1_cases
+from uvlm.data.roots import CT_RATE_MANIFEST, STAGE1_CASES, UNLISTED_VOLUMES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,11 +78,11 @@ def main() -> None:
         manifest["image_exists"] = True
         cases = stage1_cases(manifest, cfg["lesions_complete"], cfg["stage1"]["max_cases"], cfg["seed"],
                              cfg["shard_size"])
-        (work / "results" / "manifest").mkdir(parents=True)
-        manifest.to_parquet(work / "results" / "manifest" / "ct_rate.parquet")
-        cases.to_parquet(work / "results" / "labels" / "ct_rate_stage1_cases.parquet")
-        pd.DataFrame(columns=["volume_name", "file"]).to_csv(work / "results" / "manifest" / "ct_rate_unlisted.csv",
-                                                             index=False)  # ingest's second output
+        for path in (CT_RATE_MANIFEST, STAGE1_CASES):
+            (work / path).parent.mkdir(parents=True, exist_ok=True)
+        manifest.to_parquet(work / CT_RATE_MANIFEST)
+        cases.to_parquet(work / STAGE1_CASES)
+        pd.DataFrame(columns=["volume_name", "file"]).to_csv(work / UNLISTED_VOLUMES, index=False)  # ingest's 2nd output
         cmd = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", f"--configfile={work / 'scale.yaml'}",
                "all"]
         start = time.perf_counter()

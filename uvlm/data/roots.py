@@ -1,4 +1,4 @@
-"""Where each dataset's files are: the configured copy, or the demo the workflow generates."""
+"""Where each dataset's files are (the configured copy, or the demo the workflow generates) and its manifests."""
 
 from __future__ import annotations
 
@@ -6,6 +6,12 @@ from pathlib import Path
 
 CT_RATE_DEMO = "results/demo/ct_rate"
 ABDOMEN_DEMO = "results/demo/abdomen_atlas"
+# The files the workflow's checkpoints write (relative to the project root).
+CT_RATE_MANIFEST = "results/manifest/ct_rate.parquet"
+UNLISTED_VOLUMES = "results/manifest/ct_rate_unlisted.csv"  # volume files no report row names
+# The Stage 1 case list (a manifest of its own, sharded anew): pseudo-labels and label maps cover only these.
+STAGE1_CASES = "results/labels/ct_rate_stage1_cases.parquet"
+ABDOMEN_MANIFEST = "results/manifest/abdomen_atlas.parquet"
 
 
 def ct_rate_root(cfg: dict) -> Path:

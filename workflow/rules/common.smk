@@ -7,7 +7,14 @@ import pandas as pd
 import yaml
 
 from uvlm.config import EFFECTIVE_CONFIG, check_extractor, validate_config
-from uvlm.data.roots import ABDOMEN_DEMO, CT_RATE_DEMO
+from uvlm.data.roots import (
+    ABDOMEN_DEMO,
+    ABDOMEN_MANIFEST,
+    CT_RATE_DEMO,
+    CT_RATE_MANIFEST,
+    STAGE1_CASES,
+    UNLISTED_VOLUMES,
+)
 from uvlm.experiments import Plan, experiments, stage1_dir, stage2_init_dir
 from uvlm.io import write_json
 from uvlm.pseudolabel import GPU_BACKENDS
@@ -37,12 +44,8 @@ def step_reads(step):
 
 DEMO_ROOT = CT_RATE_DEMO
 CT_RATE_ROOT = config["ct_rate_root"] or DEMO_ROOT
-MANIFEST = "results/manifest/ct_rate.parquet"
-UNLISTED_VOLUMES = "results/manifest/ct_rate_unlisted.csv"  # volume files no report row names
-# The Stage 1 case list (a manifest of its own, sharded anew): pseudo-labels and label maps cover only these.
-STAGE1_CASES = "results/labels/ct_rate_stage1_cases.parquet"
+MANIFEST = CT_RATE_MANIFEST
 ABDOMEN_DEMO_ROOT = ABDOMEN_DEMO
-ABDOMEN_MANIFEST = "results/manifest/abdomen_atlas.parquet"
 LABELERS = config["pseudolabels"]["labelers"]
 QC_REFERENCE = qc_reference(config)  # the labeler QC scores against, or none (and why)
 # Granularities whose Stage 1 encoder comes from a standalone nnU-Net run instead of training here.
