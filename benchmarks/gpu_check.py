@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from uvlm.config import with_defaults  # noqa: E402
 from uvlm.constants import CT_RATE_LABELS  # noqa: E402
+from uvlm.data.manifest import with_label_set  # noqa: E402
 from uvlm.data.volumes import VolumeDataset  # noqa: E402
 from uvlm.models.encoder import EncoderConfig  # noqa: E402
 from uvlm.text.tokenizer import train_bpe  # noqa: E402
@@ -65,7 +66,7 @@ def synthetic_rows(folder: Path, n: int, grid: tuple[int, int, int], rng: np.ran
         labels = {c: int(rng.integers(0, 2)) for c in CT_RATE_LABELS}
         text = " ".join(rng.choice(words, size=4))
         rows.append({"volume_name": f"train_{i}_a_1", "array_path": str(path), "report_text": text, **labels})
-    return pd.DataFrame(rows)
+    return with_label_set(pd.DataFrame(rows), "ct_rate", CT_RATE_LABELS)
 
 
 @section("real_training_functions")

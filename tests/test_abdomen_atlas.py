@@ -14,14 +14,21 @@ import scipy.ndimage as ndi
 import SimpleITK as sitk
 from conftest import truncate_gzip
 
-from uvlm.data.abdomen_atlas import ALL_CLASSES, LESION_VOLUME_COLUMNS, META_CSV, ingest_abdomen_atlas
+from uvlm.data.abdomen_atlas import (
+    ALL_CLASSES,
+    LESION_VOLUME_COLUMNS,
+    META_CSV,
+    ingest_abdomen_atlas,
+    with_lesion_labels,
+)
 from uvlm.data.ct_rate import IngestError
+from uvlm.data.manifest import label_set, usable
 from uvlm.demo.abdomen_writer import write_demo_abdomen_atlas
 from uvlm.labels.abdomen_shard import label_abdomen_shard
 from uvlm.labels.label_map import load_label_map
 from uvlm.labels.merge import AnatomySource, matches, merge_labels
 from uvlm.labels.radgpt import LESION_ORGANS, lesion_findings, lesion_labels, lesion_present
-from uvlm.shards import ShardError
+from uvlm.shards import ShardError, read_shard_errors
 
 ABDOMEN = Path(__file__).resolve().parent.parent / "config" / "labels" / "abdomen.yaml"
 SHAPE, N_CASES = (24, 32, 32), 8
@@ -88,14 +95,19 @@ def test_demo_layout_and_geometry(demo: Path, tmp_path: Path) -> None:
 def test_ingest_official_split_and_columns(demo: Path) -> None:
     df = ingest_abdomen_atlas(demo, shard_size=3)
     assert list(df.columns) == ["volume_name", "split", "patient_id", "image_path", "image_exists", "seg_dir",
-                                "seg_classes", "report_text", "narrative_report", "shard"]
+                                "seg_classes", "report_text", "has_report", "problems", "shard"]
     assert (df["split"] == "valid").sum() == 1 and (df["split"] == "train").sum() == N_CASES - 1
     assert df["split"].tolist() == sorted(df["split"]) and df["shard"].tolist() == [i // 3 for i in range(N_CASES)]
     test = pd.read_csv(demo / "TrainTestIDS" / "IID_test.csv")["case_id"].tolist()
     assert df.loc[df["split"] == "valid", "volume_name"].tolist() == test
     assert df["image_exists"].all() and (df["patient_id"] == df["volume_name"]).all()
     assert all(len(json.loads(s)) == 41 for s in df["seg_classes"])
-    assert df["report_text"].str.startswith("FINDINGS:").all() and (df["narrative_report"] != "").all()
+    assert df["report_text"].str.startswith("FINDINGS:").all() and df["has_report"].all()
+    assert (df["problems"] == "").all()
+    narrative = ingest_abdomen_atlas(demo, shard_size=3, report_column="narrative report")
+    assert (narrative["report_text"] != "").all() and not narrative["report_text"].str.startswith("FINDINGS:").any()
+    with pytest.raises(IngestError, match="report column 'impression'"):
+        ingest_abdomen_atlas(demo, shard_size=3, report_column="impression")
 
 
 def test_ingest_missing_files_and_random_split(atlas: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -121,6 +133,35 @@ def test_ingest_missing_files_and_random_split(atlas: Path, caplog: pytest.LogCa
     (atlas / META_CSV).unlink()
     with pytest.raises(IngestError, match=r"AbdomenAtlas3\.0MiniWithMeta\.csv"):
         ingest_abdomen_atlas(atlas, shard_size=100)
+
+
+def test_cases_without_a_report_are_rejected_with_their_reason_and_counts_reconcile(atlas: Path,
+                                                                                    tmp_path: Path) -> None:
+    """A case whose metadata row is missing, or whose report column is empty, stays in the manifest with its
+    reason; Stage 3 leaves it out, and cases in = trained on + rejected. A case whose masks the label step
+    could not read has no lesion labels: Stage 2 leaves it out, with the label step's error as the reason."""
+    meta = pd.read_csv(atlas / META_CSV, dtype=str, keep_default_na=False)
+    meta.loc[meta["BDMAP ID"] == "BDMAP_00000002", "structured report"] = "  "
+    meta[meta["BDMAP ID"] != "BDMAP_00000004"].to_csv(atlas / META_CSV, index=False)
+    (atlas / "BDMAP_00000006" / "segmentations" / "spleen.nii.gz").write_bytes(b"")
+    df = ingest_abdomen_atlas(atlas, shard_size=100)
+    index = label_abdomen_shard(df, _maps(), tmp_path / "shard", on_error="skip", montages=False)
+    labelled = with_lesion_labels(df, index, read_shard_errors([tmp_path / "shard"])).set_index("volume_name")
+    assert label_set(labelled) == ("abdomen_atlas", list(LESIONS))
+    assert labelled.loc["BDMAP_00000002", "problems"] == "empty report (column 'structured report')"
+    assert labelled.loc["BDMAP_00000004", "problems"] == "no metadata row (no report)"
+    assert "BDMAP_00000006" in labelled.loc["BDMAP_00000006", "problems"]
+    assert "spleen.nii.gz" in labelled.loc["BDMAP_00000006", "problems"]
+    assert not labelled.loc["BDMAP_00000006", "labels_known"] and labelled["labels_known"].sum() == N_CASES - 1
+    # the lesion labels are the label step's (RadGPT rule), per case
+    ok = index.set_index("volume_name")
+    assert (labelled.loc[ok.index, list(LESIONS)] == ok[list(LESIONS)]).all().all()
+    for need, limited in (("report", {"BDMAP_00000002", "BDMAP_00000004"}), ("labels", {"BDMAP_00000006"})):
+        train = labelled[labelled["split"] == "train"]
+        kept = set(train.index[usable(train, need)])
+        rejected = {c: r for c, r in train["problems"].items() if c not in kept}
+        assert set(rejected) == limited - set(labelled.index[labelled["split"] == "valid"])
+        assert len(kept) + len(rejected) == len(train) and all(rejected.values())
 
 
 # ----------------------------------------------------------------------------- RadGPT rule

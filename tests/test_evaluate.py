@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from uvlm.constants import CT_RATE_LABELS
+from uvlm.data.manifest import with_label_set
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "sk-test-PLANTED-0123456789"
@@ -33,7 +34,7 @@ def _inputs(work: Path) -> None:
         reports.append({"volume_name": f"valid_{i}_a_1", "generated": "Findings: " + " ".join(f"{c} is seen." for c in keep),
                         "reference": text})
     (work / "results" / "reports").mkdir(parents=True)
-    pd.DataFrame(rows).to_parquet(work / "manifest.parquet")
+    with_label_set(pd.DataFrame(rows), "ct_rate", CT_RATE_LABELS).to_parquet(work / "manifest.parquet")
     pd.DataFrame(reports).to_parquet(work / "results" / "reports" / "exp.parquet")
 
 
@@ -98,7 +99,7 @@ def _cased_manifest() -> pd.DataFrame:
         rows.append({"volume_name": f"train_{i}_a_1", "split": "train", "image_exists": True,
                      "report_text": "Hiatal hernia. Heart size is normal.", "labels_known": True, "has_report": True,
                      **{c: int(c == "Hiatal hernia") for c in CT_RATE_LABELS}})
-    return pd.DataFrame(rows)
+    return with_label_set(pd.DataFrame(rows), "ct_rate", CT_RATE_LABELS)
 
 
 def _assert_bleu_keys(metrics: dict, generated: list[str], references: list[str], min_gap: float) -> None:

@@ -22,6 +22,7 @@ from safetensors.numpy import load_file
 
 from uvlm.constants import CT_RATE_LABELS
 from uvlm.data.ct_rate import ingest_ct_rate
+from uvlm.data.manifest import with_label_set
 
 pytestmark = pytest.mark.slow  # real processes killed and rerun
 
@@ -153,7 +154,7 @@ def test_llm_extraction_killed_then_rerun_equals_uninterrupted(tmp_path: Path) -
                      "has_report": True, **{c: int(c in present) for c in CT_RATE_LABELS}})
         reports.append({"volume_name": f"valid_{i}_a_1", "generated": f"Report {i}: " + " ".join(
             f"{c} is seen." for c in present[:1]), "reference": text})
-    pd.DataFrame(rows).to_parquet(tmp_path / "manifest.parquet")
+    with_label_set(pd.DataFrame(rows), "ct_rate", CT_RATE_LABELS).to_parquet(tmp_path / "manifest.parquet")
     pd.DataFrame(reports).to_parquet(tmp_path / "reports.parquet")
     with FakeOpenAIServer(list(CT_RATE_LABELS), timeout_sleep_s=0.15) as server:
         server.per_call = {i: "timeout" for i in range(1, 200)}  # every answer comes after 0.15 s

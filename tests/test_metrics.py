@@ -12,6 +12,7 @@ import pytest
 from metric_corpus import PAIRS, PAIRS_RAW, pycoco_scores, split_pairs
 from sklearn.metrics import f1_score, precision_score, recall_score
 
+from uvlm.constants import CT_RATE_LABELS
 from uvlm.evaluation.metrics import (
     _lcs_length,
     bleu_scores,
@@ -144,7 +145,7 @@ def test_label_scores_equal_sklearn() -> None:
     y_true = rng.integers(0, 2, size=(50, 18))
     y_true[:, 5] = 0  # a class with no positives: zero_division=0 convention
     y_pred = rng.integers(0, 2, size=(50, 18))
-    s = label_scores(y_true, y_pred)
+    s = label_scores(y_true, y_pred, CT_RATE_LABELS)
     assert s["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0))
     assert s["macro_precision"] == pytest.approx(precision_score(y_true, y_pred, average="macro", zero_division=0))
     assert s["macro_recall"] == pytest.approx(recall_score(y_true, y_pred, average="macro", zero_division=0))

@@ -19,6 +19,7 @@ import yaml
 from uvlm.cli.main import main
 from uvlm.config import REPO_ROOT
 from uvlm.constants import CT_RATE_LABELS
+from uvlm.data.manifest import with_label_set
 
 GRID = [8, 8, 8]
 TEXTS = ["Findings: no effusion. Impressions: normal.", "Findings: small nodule in the left lung.",
@@ -55,7 +56,7 @@ def tiny_data(tmp: Path) -> tuple[pd.DataFrame, Path]:
             rows.append({"volume_name": name, "split": split, "patient_id": f"{split}_{i // 2}",
                          "report_text": TEXTS[i % 4], "labels_known": True, "has_report": True,
                          **{c: int(rng.random() < 0.4) for c in CT_RATE_LABELS}})
-    manifest = pd.DataFrame(rows)
+    manifest = with_label_set(pd.DataFrame(rows), "ct_rate", CT_RATE_LABELS)
     pd.DataFrame({"volume_name": manifest["volume_name"], "array_file": manifest["volume_name"] + ".npy"}).to_parquet(
         shard / "index.parquet", index=False)
     return manifest, shard

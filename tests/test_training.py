@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 import uvlm.train.fit as fit_module
 from uvlm.constants import CT_RATE_LABELS
+from uvlm.data.manifest import with_label_set
 from uvlm.data.volumes import VolumeDataset, balanced_batches
 from uvlm.experiments import Experiment
 from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder, save_encoder
@@ -40,7 +41,7 @@ def dataset(tmp_path: Path, n: int = 8, seed: int = 0) -> VolumeDataset:
         np.save(path, rng.normal(size=GRID).astype(np.float16))
         labels = {c: int(rng.random() < 0.3) for c in CT_RATE_LABELS}
         rows.append({"volume_name": f"train_{i}_a_1", "array_path": str(path), "report_text": TEXTS[i % 4], **labels})
-    return VolumeDataset(pd.DataFrame(rows))
+    return VolumeDataset(with_label_set(pd.DataFrame(rows), "ct_rate", CT_RATE_LABELS))
 
 
 FINETUNED_SC = Experiment("sc", "SC, fine-tuned", None, False, multi_layer=True, frozen=False)

@@ -10,6 +10,13 @@ Layout under root:
 Cases come from the case folders and the metadata rows together: a row without a folder, or a folder
 without ct.nii.gz, stays in the manifest with image_exists=False, so the step that needs the pixels
 fails naming that case. AbdomenAtlas has no patient ids, so patient_id = volume_name.
+
+The report column (structured or narrative) is chosen by the config. A case without a metadata row or with
+an empty report stays in the manifest with has_report=False and the reason in `problems`: Stage 3 and
+scoring leave it out, and the reconciliation lists it as rejected with that reason.
+
+The lesion labels come from the masks (RadGPT rule, computed per shard by uvlm.labels.abdomen_shard);
+`with_lesion_labels` merges them into the manifest that Stages 2 and 3 and scoring read.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from uvlm.constants import ABDOMEN_LESION_LABELS
 from uvlm.data.ct_rate import IngestError
+from uvlm.data.manifest import with_label_set
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +54,9 @@ LESION_VOLUME_COLUMNS = {
     "pancreatic_lesion": "total pancreatic lesion volume (cm^3)",
 }
 SPLIT_FILES = {"train": "TrainTestIDS/IID_train.csv", "valid": "TrainTestIDS/IID_test.csv"}
+REPORT_COLUMNS = (STRUCTURED, NARRATIVE)
 COLUMNS = ("volume_name", "split", "patient_id", "image_path", "image_exists", "seg_dir", "seg_classes",
-           "report_text", "narrative_report", "shard")
+           "report_text", "has_report", "problems", "shard")
 
 
 def _read_meta(path: Path) -> pd.DataFrame:
@@ -106,9 +116,22 @@ def _random_split(cases: list[str], valid_fraction: float, seed: int) -> dict[st
     return {c: "valid" if c in valid else "train" for c in cases}
 
 
+def _problems(case: str, has_meta: bool, report: str, report_column: str, ct_found: bool) -> str:
+    """Why a case is limited ("; "-joined), "" if it is not."""
+    found = [] if ct_found else ["no ct.nii.gz in the case folder"]
+    if not has_meta:
+        found.append("no metadata row (no report)")
+    elif not report:
+        found.append(f"empty report (column '{report_column}')")
+    return "; ".join(found)
+
+
 def ingest_abdomen_atlas(root: str | Path, shard_size: int, meta_csv: str | Path | None = None,
-                         valid_fraction: float = 0.1, seed: int = 0) -> pd.DataFrame:
-    """Manifest of an AbdomenAtlas 3.0 root, one row per case (columns: COLUMNS), sorted by split, name."""
+                         valid_fraction: float = 0.1, seed: int = 0, report_column: str = STRUCTURED) -> pd.DataFrame:
+    """Manifest of an AbdomenAtlas 3.0 root, one row per case (columns: COLUMNS), sorted by split, name.
+    `report_column` is the metadata column whose text is the report (the training target and reference)."""
+    if report_column not in REPORT_COLUMNS:
+        raise IngestError(f"report column '{report_column}' is not one of AbdomenAtlas's {list(REPORT_COLUMNS)}")
     root = Path(root).resolve()
     meta_path = Path(meta_csv) if meta_csv else root / META_CSV
     meta = _read_meta(meta_path)
@@ -128,13 +151,14 @@ def ingest_abdomen_atlas(root: str | Path, shard_size: int, meta_csv: str | Path
             continue
         ct, seg_dir = root / case / "ct.nii.gz", root / case / "segmentations"
         m = meta.loc[case] if case in meta.index else {}
+        report = str(m.get(report_column, "")).strip()
         rows.append({
             "volume_name": case, "split": split[case], "patient_id": case,
             "image_path": str(ct) if ct.is_file() else "", "image_exists": ct.is_file(),
             "seg_dir": str(seg_dir) if seg_dir.is_dir() else "",
             "seg_classes": json.dumps(_mask_stems(seg_dir, case)),
-            "report_text": str(m.get(STRUCTURED, "")).strip(),
-            "narrative_report": str(m.get(NARRATIVE, "")).strip(),
+            "report_text": report, "has_report": bool(report),
+            "problems": _problems(case, case in meta.index, report, report_column, ct.is_file()),
         })
     missing = [r["volume_name"] for r in rows if not r["image_exists"]]
     if missing:
@@ -142,5 +166,23 @@ def ingest_abdomen_atlas(root: str | Path, shard_size: int, meta_csv: str | Path
     df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "shard"])
     df = df.sort_values(["split", "volume_name"], kind="stable").reset_index(drop=True)
     df["image_exists"] = df["image_exists"].astype(bool)
+    df["has_report"] = df["has_report"].astype(bool)
     df["shard"] = np.arange(len(df)) // shard_size
     return df
+
+
+def with_lesion_labels(manifest: pd.DataFrame, label_index: pd.DataFrame, label_errors: pd.DataFrame) -> pd.DataFrame:
+    """The manifest Stages 2 and 3 and scoring read: every case with its three RadGPT lesion labels (0/1) from
+    the label shards' index, `labels_known` where the label step produced them, and the reason in `problems`
+    where it did not (the label step's error, or not labelled at all). Label set: 'abdomen_atlas'."""
+    labels = list(ABDOMEN_LESION_LABELS)
+    known = label_index[["volume_name", *labels]] if len(label_index) else pd.DataFrame(columns=["volume_name", *labels])
+    df = manifest.drop(columns=[c for c in labels if c in manifest.columns]).merge(known, on="volume_name", how="left")
+    df["labels_known"] = df[labels[0]].notna()
+    for label in labels:
+        df[label] = df[label].fillna(0).astype("int8")
+    errors = dict(zip(label_errors["volume_name"], label_errors["error"], strict=True)) if len(label_errors) else {}
+    reasons = [errors.get(case, "no lesion labels (not in any label shard)") if not ok else ""
+               for case, ok in zip(df["volume_name"], df["labels_known"], strict=True)]
+    df["problems"] = ["; ".join(p for p in (old, new) if p) for old, new in zip(df["problems"], reasons, strict=True)]
+    return with_label_set(df, "abdomen_atlas", labels)

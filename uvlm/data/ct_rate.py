@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from uvlm.constants import CT_RATE_LABELS, NOT_GIVEN
-from uvlm.data.manifest import validate_manifest
+from uvlm.data.manifest import validate_manifest, with_label_set
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def ingest_ct_rate(root: str | Path, shard_size: int, rex_root: str | Path | Non
     df["shard"] = np.arange(len(df)) // shard_size
     for label in CT_RATE_LABELS:
         df[label] = df[label].astype("int8")
-    return validate_manifest(df)
+    return validate_manifest(with_label_set(df, "ct_rate", CT_RATE_LABELS))
 
 
 def unlisted_volume_files(volumes: dict[str, Path], manifest: pd.DataFrame) -> pd.DataFrame:

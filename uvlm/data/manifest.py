@@ -19,6 +19,11 @@ Columns (validated by `validate_manifest`):
   has_report         bool  findings or impressions non-empty (else left out of Stage 3 targets and scoring)
   problems           str   why the row is limited ("; "-joined: no labels row, empty report, ...), "" if not
   shard              int   index of the shard this volume belongs to (shard_size volumes per shard)
+
+Every dataset's manifest (CT-RATE's, AbdomenAtlas's once its lesion labels are merged in, a CSV's) names its
+label set in `df.attrs` (kept by Parquet): `label_set` (the vocabulary's name, which picks the text
+extractor's rules and prompt) and `labels` (the label columns in order). Stage 2's head, the balanced
+sampler and scoring read the labels from there, so no step assumes CT-RATE's 18.
 """
 
 from __future__ import annotations
@@ -40,6 +45,23 @@ class ManifestError(ValueError):
     """The manifest violates its schema; the message names the column or the volumes."""
 
 
+def with_label_set(df: pd.DataFrame, name: str, labels: tuple[str, ...] | list[str]) -> pd.DataFrame:
+    """Name the manifest's label set (kept in df.attrs, and by Parquet): its label columns must exist."""
+    missing = [c for c in labels if c not in df.columns]
+    if missing:
+        raise ManifestError(f"label set '{name}': the manifest lacks label columns {missing}")
+    df.attrs.update(label_set=name, labels=list(labels))
+    return df
+
+
+def label_set(df: pd.DataFrame) -> tuple[str, list[str]]:
+    """(name, label columns) of a manifest, or of rows taken from one (pandas keeps attrs through filters)."""
+    if "labels" not in df.attrs or "label_set" not in df.attrs:
+        raise ManifestError("the manifest names no label set (df.attrs 'label_set', 'labels'): it was written "
+                            "by an older version or rewritten without its attributes; rerun its ingest step")
+    return df.attrs["label_set"], list(df.attrs["labels"])
+
+
 def validate_manifest(df: pd.DataFrame) -> pd.DataFrame:
     """Check columns, types and the split-by-patient invariant; return the frame unchanged."""
     missing = [c for c in COLUMNS if c not in df.columns]
@@ -55,7 +77,7 @@ def validate_manifest(df: pd.DataFrame) -> pd.DataFrame:
     leaked = splits_per_patient[splits_per_patient > 1].index.tolist()
     if leaked:
         raise ManifestError(f"patients in more than one split: {leaked[:5]}")
-    for col in CT_RATE_LABELS:
+    for col in label_set(df)[1]:
         if not df[col].isin([0, 1]).all():
             raise ManifestError(f"label column '{col}' holds values other than 0/1")
     return df

@@ -11,8 +11,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from uvlm.constants import CT_RATE_LABELS
-from uvlm.data.manifest import NEEDS, split_leaks, usable
+from uvlm.data.manifest import NEEDS, label_set, split_leaks, usable
 from uvlm.shards import read_shard_indexes
 
 log = logging.getLogger(__name__)
@@ -44,19 +43,22 @@ def load_split(manifest_path: str | Path, shard_dirs: list[str | Path], split: s
     index["array_path"] = [str(Path(d) / f) for d, f in zip(index["shard_dir"], index["array_file"], strict=True)]
     rows = manifest.merge(index[["volume_name", "array_path"]], on="volume_name")
     rows = rows[rows["split"] == split].sort_values("volume_name").reset_index(drop=True)
+    rows.attrs = dict(full.attrs)  # the label set travels with the rows (a merge does not promise to keep it)
     if rows.empty:
         raise ValueError(f"no preprocessed volumes in split '{split}'")
     return rows
 
 
 class VolumeDataset(Dataset):
-    """Item = {"image": (1, D, H, W) float32, "labels": (18,) float32, "text": str, "name": str}."""
+    """Item = {"image": (1, D, H, W) float32, "labels": (L,) float32, "text": str, "name": str}, with the
+    L labels of the manifest's label set (18 for CT-RATE, 3 for AbdomenAtlas)."""
 
     def __init__(self, rows: pd.DataFrame):
+        self.label_set, self.label_names = label_set(rows)
         self.paths = rows["array_path"].tolist()
         self.names = rows["volume_name"].tolist()
         self.texts = rows["report_text"].tolist()
-        self.labels = rows[list(CT_RATE_LABELS)].to_numpy(dtype=np.float32)  # (N, 18)
+        self.labels = rows[self.label_names].to_numpy(dtype=np.float32)  # (N, L)
 
     def __len__(self) -> int:
         return len(self.paths)

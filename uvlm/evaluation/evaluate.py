@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from uvlm.constants import CT_RATE_LABELS
-from uvlm.data.manifest import usable
+from uvlm.data.manifest import label_set, usable
 from uvlm.evaluation.metrics import (
     BLEU_CONVENTION,
     BLEU_LOWER_CONVENTION,
@@ -43,9 +42,11 @@ def scorable(manifest: pd.DataFrame) -> pd.Series:
 def score(volume_names: list[str], generated: list[str], manifest: pd.DataFrame, extractor: str = "rules",
           settings: dict | None = None, cache_dir: str | Path = "results/extraction",
           n_resamples: int = 1000, seed: int = 0) -> dict:
-    """Metrics of generated texts against the manifest's reference labels and reports."""
+    """Metrics of generated texts against the manifest's reference labels and reports (its label set's labels,
+    extracted from the text by the extractor's rules or prompt for that label set)."""
     from uvlm.evaluation.extractors import extract
 
+    vocabulary, labels = label_set(manifest)
     ref = manifest.set_index("volume_name").loc[volume_names]
     left_out = {"no labels": int((~ref["labels_known"]).sum()),
                 "empty reference report": int((ref["labels_known"] & ~ref["has_report"]).sum())}
@@ -53,13 +54,13 @@ def score(volume_names: list[str], generated: list[str], manifest: pd.DataFrame,
     ref = ref[keep]
     generated = [g for g, k in zip(generated, keep, strict=True) if k]
     references = ref["report_text"].tolist()
-    y_true = ref[list(CT_RATE_LABELS)].to_numpy(dtype=int)
-    y_pred = extract(list(generated), "ct_rate", extractor, settings or {}, cache_dir)
-    y_ref_text = extract(references, "ct_rate", extractor, settings or {}, cache_dir)
+    y_true = ref[labels].to_numpy(dtype=int)
+    y_pred = extract(list(generated), vocabulary, extractor, settings or {}, cache_dir, labels)
+    y_ref_text = extract(references, vocabulary, extractor, settings or {}, cache_dir, labels)
     ok = (y_pred >= 0).all(1) & (y_ref_text >= 0).all(1)
     out = {"n_reports": len(ref), "n_left_out": left_out, "n_extraction_failures": int((~ok).sum()),
            "label_source": "dataset label file", "extractor": extractor}
-    out.update(label_scores(y_true[ok], y_pred[ok]))
+    out.update(label_scores(y_true[ok], y_pred[ok], labels))
     out.update(bleu_scores(generated, references))  # the authors' convention
     out["bleu_convention"] = BLEU_CONVENTION
     out.update(bleu_scores_lowercase(generated, references))
@@ -67,10 +68,10 @@ def score(volume_names: list[str], generated: list[str], manifest: pd.DataFrame,
     out["rouge_l"] = rouge_l(generated, references)
     out["macro_f1_ci"] = list(macro_f1_ci(y_true[ok], y_pred[ok], n_resamples=n_resamples, seed=seed))
     out["bleu_mean_ci"] = list(bleu_mean_ci(generated, references, n_resamples=n_resamples, seed=seed))
-    vs_ref = label_scores(y_ref_text[ok], y_pred[ok])
+    vs_ref = label_scores(y_ref_text[ok], y_pred[ok], labels)
     out["vs_reference_extraction"] = {k: vs_ref[k] for k in ("macro_f1", "macro_precision", "macro_recall")}
     # The extractor's own error: it run on the reference reports, against the label file.
-    out["extractor_on_reference_macro_f1"] = label_scores(y_true[ok], y_ref_text[ok])["macro_f1"]
+    out["extractor_on_reference_macro_f1"] = label_scores(y_true[ok], y_ref_text[ok], labels)["macro_f1"]
     out.update(grounding(generated, y_true[ok], y_pred[ok], seed=seed))
     return out
 
@@ -116,8 +117,9 @@ def most_frequent(sets: pd.Series) -> str:
 def most_frequent_baseline(manifest_path: str | Path, split: str = "valid", **score_kwargs) -> dict:
     """Always predict the training split's most frequent label set (and a training report with it)."""
     manifest = pd.read_parquet(manifest_path)
+    labels = label_set(manifest)[1]
     train = manifest[(manifest["split"] == "train") & scorable(manifest)]
-    sets = label_sets(train, list(CT_RATE_LABELS))
+    sets = label_sets(train, labels)
     top = most_frequent(sets)
     example = train[sets == top].sort_values("volume_name").iloc[0]
     in_split = manifest[(manifest["split"] == split) & manifest["image_exists"]]
@@ -125,12 +127,12 @@ def most_frequent_baseline(manifest_path: str | Path, split: str = "valid", **sc
     evaluated = in_split[scorable(in_split)].sort_values("volume_name")
     names = evaluated["volume_name"].tolist()
     # The baseline's label prediction is the label set itself, not text-extracted labels.
-    y_true = evaluated[list(CT_RATE_LABELS)].to_numpy(dtype=int)
+    y_true = evaluated[labels].to_numpy(dtype=int)
     y_pred = np.tile(np.array([int(c) for c in top]), (len(names), 1))
-    out.update(label_scores(y_true, y_pred))
+    out.update(label_scores(y_true, y_pred, labels))
     out["macro_f1_ci"] = list(macro_f1_ci(y_true, y_pred, n_resamples=score_kwargs.get("n_resamples", 1000),
                                           seed=score_kwargs.get("seed", 0)))
-    out["label_set"] = [n for n, c in zip(CT_RATE_LABELS, top, strict=True) if c == "1"]
+    out["label_set"] = [n for n, c in zip(labels, top, strict=True) if c == "1"]
     out["report_of"] = example["volume_name"]
     return out
 

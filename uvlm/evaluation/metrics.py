@@ -39,8 +39,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
-from uvlm.constants import CT_RATE_LABELS
-
 BLEU_CONVENTION = ("authors: light cleaning (clean_text_authors), case and punctuation kept, "
                    "pycocoevalcap Bleu(4)")
 BLEU_LOWER_CONVENTION = ("lowercase: clean_text_lowercase (lowercase, punctuation removed), "
@@ -89,10 +87,11 @@ def bleu_scores_lowercase(hypotheses: Sequence[str], references: Sequence[str]) 
     return {f"{key}_lower": value for key, value in scores.items()}
 
 
-def label_scores(y_true: np.ndarray, y_pred: np.ndarray,
-                 names: Sequence[str] = CT_RATE_LABELS) -> dict[str, object]:
-    """Macro and support-weighted precision/recall/F1 plus per-class values (zero_division=0)."""
+def label_scores(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str] | None = None) -> dict[str, object]:
+    """Macro and support-weighted precision/recall/F1 plus per-class values (zero_division=0), per class by
+    `names` (the label set's columns; default their indices)."""
     p, r, f, support = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
+    names = [str(i) for i in range(len(f))] if names is None else names
     weights = support / max(support.sum(), 1)
     return {
         "macro_f1": float(f.mean()), "macro_precision": float(p.mean()), "macro_recall": float(r.mean()),

@@ -61,7 +61,9 @@ def label_abdomen_shard(rows: pd.DataFrame, label_maps: list[LabelMap], out_dir:
         shape = tuple(reversed(ct.GetSize()))  # (D, H, W)
         sources = []
         for stem in list(masks):  # pop as we go: holds one copy of the masks, not two
-            arr = sitk.GetArrayViewFromImage(masks.pop(stem)) > 0  # (D, H, W) bool
+            mask = masks.pop(stem)  # a named reference: a view of a temporary image reads freed memory
+            arr = sitk.GetArrayViewFromImage(mask) > 0  # (D, H, W) bool
+            del mask
             if arr.any():  # empty masks (absent structures) add nothing
                 sources.append(AnatomySource(stem, arr.view(np.uint8), {1: stem}))
         rec: dict = {"split": row["split"]}

@@ -8,6 +8,11 @@ The 1 mm grid covers the same physical extent as the input (the first output vox
 input's lower edge), so an integer spacing s turns every input voxel into exactly s samples per
 axis. Only the part of that grid around the lesion is resampled; outside it everything is zero, so
 the result equals resampling the whole volume.
+
+Segmentation-based detection (Table 3's nnU-Net rows) applies the same rule to a Stage 1 model's
+predicted label map (`detect_lesions`): there each voxel has one class, the lesion class painted over its
+organ, so a lesion's organ is the classes its organ masks merge into at that granularity plus the lesion
+class itself.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import scipy.ndimage as ndi
 import SimpleITK as sitk
 
 from uvlm.io import same_geometry
+from uvlm.labels.label_map import LabelMap, matches
 
 ISO_MM = 1.0
 LESION_ORGANS: dict[str, list[str]] = {
@@ -90,3 +96,32 @@ def lesion_findings(masks: dict[str, sitk.Image], min_volume_mm3: float = 10.0) 
 def lesion_labels(masks: dict[str, sitk.Image], min_volume_mm3: float = 10.0) -> dict[str, int]:
     """{liver_lesion, kidney_lesion, pancreatic_lesion: 0/1} by the RadGPT rule (see lesion_findings)."""
     return {k: label for k, (label, _) in lesion_findings(masks, min_volume_mm3).items()}
+
+
+def organ_classes(label_map: LabelMap, lesion: str) -> list[str]:
+    """The classes of a label map that make up a lesion's organ: those its organ masks (LESION_ORGANS) merge
+    into at this granularity (liver at C+L, liver_segment_1..8 at F+L), and the lesion class painted over them."""
+    return [c.name for c in label_map.classes
+            if c.name == lesion or any(matches(o, c.anatomy) for o in LESION_ORGANS[lesion])]
+
+
+def detect_lesions(label_img: sitk.Image, label_map: LabelMap,
+                   min_volume_mm3: float = 10.0) -> dict[str, tuple[int, float]]:
+    """{lesion class: (0/1, surviving mm^3)} of one label map (a Stage 1 prediction) by the RadGPT rule: each
+    lesion class's voxels inside its organ (organ_classes), on the 1 mm grid, after one erosion."""
+    names = {c.name: c.value for c in label_map.classes}
+    absent = [lesion for lesion in LESION_ORGANS if lesion not in names]
+    if absent:
+        raise ValueError(f"granularity {label_map.granularity} has no classes {absent}: segmentation-based "
+                         "detection needs a granularity with lesion classes (C+L or F+L)")
+    arr = sitk.GetArrayViewFromImage(label_img)  # (D, H, W) class values
+    out: dict[str, tuple[int, float]] = {}
+    for lesion in LESION_ORGANS:
+        masks = []
+        for values in ([names[lesion]], [names[n] for n in organ_classes(label_map, lesion)]):
+            img = sitk.GetImageFromArray(np.isin(arr, values).astype(np.uint8))
+            img.CopyInformation(label_img)
+            masks.append(img)
+        positive, volume = lesion_present(*masks, min_volume_mm3)
+        out[lesion] = (int(positive), volume)
+    return out

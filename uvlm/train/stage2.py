@@ -1,4 +1,5 @@
-"""Stage 2: classification pretraining of the encoder with a learnable-query head (18 labels, BCE)."""
+"""Stage 2: classification pretraining of the encoder with a learnable-query head (BCE), one query per label of
+the dataset's label set (CT-RATE's 18 abnormalities, AbdomenAtlas's 3 lesions: the manifest names them)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
-from uvlm.constants import CT_RATE_LABELS
 from uvlm.data.volumes import VolumeDataset, balanced_batches, collate, random_batches
 from uvlm.models.cls_head import ClsHeadConfig, QueryClassificationHead, Stage2Classifier
 from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder, save_encoder
@@ -41,7 +41,7 @@ class Stage2Config(OptimConfig):
 def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Label-preserving augmentation for whole-volume classification (B, 1, D, H, W).
 
-    Left-right flips (none of the 18 labels is lateralised), shifts of up to 2 voxels per axis and
+    Left-right flips (none of CT-RATE's 18 or AbdomenAtlas's 3 labels is lateralised), shifts of up to 2 voxels per axis and
     +-10% intensity scaling. Not used for report generation, where 'left'/'right' are in the text.
     """
     b = images.shape[0]
@@ -61,7 +61,7 @@ def pos_weight(labels: np.ndarray) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, data: VolumeDataset, device: torch.device, batch_size: int = 8) -> np.ndarray:
-    """Sigmoid probabilities (N, 18) for every volume of `data`."""
+    """Sigmoid probabilities (N, L) for every volume of `data`."""
     model.eval()
     probs = []
     for start in range(0, len(data), batch_size):
@@ -71,15 +71,15 @@ def predict(model: torch.nn.Module, data: VolumeDataset, device: torch.device, b
     return np.concatenate(probs)
 
 
-def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict:
-    """Macro AUC over classes with both outcomes present, and macro P/R/F1 (and per-class F1) at 0.5."""
+def classification_metrics(y: np.ndarray, p: np.ndarray, names: list[str]) -> dict:
+    """Macro AUC over classes with both outcomes present, and macro P/R/F1 (and per-class F1, by `names`) at 0.5."""
     aucs = [roc_auc_score(y[:, c], p[:, c]) for c in range(y.shape[1]) if 0 < y[:, c].sum() < len(y)]
     pred = (p >= 0.5).astype(int)
     return {"macro_auc": float(np.mean(aucs)) if aucs else float("nan"),
             "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
             "macro_precision": float(precision_score(y, pred, average="macro", zero_division=0)),
             "macro_recall": float(recall_score(y, pred, average="macro", zero_division=0)),
-            "per_class_f1": dict(zip(CT_RATE_LABELS, f1_score(y, pred, average=None, zero_division=0).tolist(),
+            "per_class_f1": dict(zip(names, f1_score(y, pred, average=None, zero_division=0).tolist(),
                                      strict=True))}
 
 
@@ -91,11 +91,11 @@ def train_stage2(train: VolumeDataset, holdout: VolumeDataset, scored: VolumeDat
     it never influences the weights). Writes model.safetensors (encoder.* and head.*) and metrics.json."""
     rt = setup_runtime(device_name, threads, seed)
     encoder = load_encoder(init_dir, expected=enc_cfg)[0] if init_dir else build_encoder(enc_cfg)
-    head = QueryClassificationHead(ClsHeadConfig(enc_cfg.features_per_stage[-1], len(CT_RATE_LABELS),
-                                                 cfg.num_heads))
+    names = train.label_names
+    head = QueryClassificationHead(ClsHeadConfig(enc_cfg.features_per_stage[-1], len(names), cfg.num_heads))
     model = Stage2Classifier(encoder, head).to(rt.device)
     optimizer = adamw(list(head.parameters()), list(encoder.parameters()), cfg)
-    weights = pos_weight(train.labels) if cfg.pos_weight else torch.ones(len(CT_RATE_LABELS))
+    weights = pos_weight(train.labels) if cfg.pos_weight else torch.ones(len(names))
     criterion = torch.nn.BCEWithLogitsLoss(pos_weight=weights.to(rt.device))
     if cfg.sampling == "balanced":
         batches = balanced_batches(train.labels, cfg.batch_size, seed, rt.rank, rt.world)
@@ -109,7 +109,7 @@ def train_stage2(train: VolumeDataset, holdout: VolumeDataset, scored: VolumeDat
         return criterion(module(images.to(rt.device)).float(), batch["labels"].to(rt.device))
 
     def evaluate() -> float:
-        return classification_metrics(holdout.labels, predict(model, holdout, rt.device))["macro_auc"]
+        return classification_metrics(holdout.labels, predict(model, holdout, rt.device), names)["macro_auc"]
 
     ck = Checkpointing(Path(str(out_dir) + ".work"), cfg.checkpoint_every,
                        fingerprint(asdict(cfg), asdict(enc_cfg), str(init_dir or ""), seed, len(train),
@@ -118,10 +118,10 @@ def train_stage2(train: VolumeDataset, holdout: VolumeDataset, scored: VolumeDat
                  evaluate if len(holdout) else None, cfg.eval_every, cfg.auc_ema)
     if result.best:  # hand over the weights with the best smoothed hold-out AUC
         model.load_state_dict(result.best["state"])
-    metrics = {"holdout": classification_metrics(holdout.labels, predict(model, holdout, rt.device))
+    metrics = {"holdout": classification_metrics(holdout.labels, predict(model, holdout, rt.device), names)
                if len(holdout) else {}}
     if scored is not None and len(scored):  # Table 4: the selected weights on the evaluation split
-        metrics.update(classification_metrics(scored.labels, predict(model, scored, rt.device)))
+        metrics.update(classification_metrics(scored.labels, predict(model, scored, rt.device), names))
     metrics.update(best_step=result.best.get("step", cfg.steps), steps=cfg.steps, n_train=len(train),
                    n_holdout=len(holdout), n_scored=len(scored) if scored is not None else 0)
     log.info("stage 2: weights of step %d (hold-out macro AUC %.3f); evaluation split: macro AUC %.3f, "
@@ -129,7 +129,7 @@ def train_stage2(train: VolumeDataset, holdout: VolumeDataset, scored: VolumeDat
              metrics.get("macro_auc", float("nan")), metrics.get("macro_f1", float("nan")))
     if rt.is_main:
         config = {"stage": 2, "train": asdict(cfg), "head": asdict(head.config), "init": str(init_dir or ""),
-                  "labels": list(CT_RATE_LABELS), "seed": seed}
+                  "label_set": train.label_set, "labels": names, "seed": seed}
         write_model_folder(out_dir, model.state_dict(), config, result.progress, "Stage 2 classification",
                            extra_files={"metrics.json": metrics},
                            finalize=lambda d: save_encoder(None, enc_cfg, d, extra={"stage": 2}))
