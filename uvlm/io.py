@@ -98,13 +98,43 @@ def write_image(img: sitk.Image, path: str | Path) -> None:
         sitk.WriteImage(img, str(tmp), useCompression=True)
 
 
-def read_header(path: str | Path, case: str = "") -> sitk.ImageFileReader:
+def read_header(path: str | Path, case: str = "") -> sitk.ImageFileReader | sitk.Image:
     """The volume's geometry only (size, spacing, origin, direction; no voxels are decompressed);
-    a missing, empty or unreadable file raises VolumeError naming case and file."""
+    a missing, empty or unreadable file raises VolumeError naming case and file.
+
+    A DICOM series folder has no single header: GDCM sorts its slices and measures the slice spacing
+    only when it reads them, so a folder's geometry is that of its read image (an `sitk.Image` answers
+    the same GetSize/GetSpacing/GetOrigin/GetDirection calls as the reader)."""
+    label = f"case {case}: " if case else ""
+    if Path(path).is_dir():
+        return _read_dicom_series(Path(path), label)
+    return _read_file_header(Path(path), label)
+
+
+def read_image(path: str | Path, case: str = "") -> sitk.Image:
+    """Read a volume; a missing, empty, truncated or corrupt file (gzip CRC, NIfTI size) raises
+    VolumeError naming case and file. A folder is read as one DICOM series (voxels rescaled to HU)."""
+    label = f"case {case}: " if case else ""
+    if Path(path).is_dir():
+        return _read_dicom_series(Path(path), label)
+    reader = _read_file_header(Path(path), label)
+    try:
+        if str(path).endswith(".gz"):
+            _check_gzip_size(Path(path), reader, label)
+            _check_gzip_stream(Path(path), reader, label)
+        elif str(path).endswith(".nii"):
+            _check_nifti_size(Path(path), reader, label)
+        _check_nifti_pixdim(Path(path), label)
+        return reader.Execute()
+    except VolumeError:
+        raise
+    except RuntimeError as err:  # ITK's own errors
+        raise VolumeError(f"{label}cannot read {path}: {_last_line(err)}") from None
+
+
+def _read_file_header(path: Path, label: str) -> sitk.ImageFileReader:
     import SimpleITK as sitk
 
-    path = Path(path)
-    label = f"case {case}: " if case else ""
     if not path.is_file():
         raise VolumeError(f"{label}file not found: {path}")
     if path.stat().st_size == 0:
@@ -120,23 +150,53 @@ def read_header(path: str | Path, case: str = "") -> sitk.ImageFileReader:
     return reader
 
 
-def read_image(path: str | Path, case: str = "") -> sitk.Image:
-    """Read a volume; a missing, empty, truncated or corrupt file (gzip CRC, NIfTI size) raises
-    VolumeError naming case and file."""
-    reader = read_header(path, case)
-    label = f"case {case}: " if case else ""
+def _read_dicom_series(folder: Path, label: str) -> sitk.Image:
+    """The one DICOM series in `folder`, slices sorted by position (GDCM), Rescale Slope/Intercept applied.
+
+    Several series in one folder (a scout, other kernels) cannot be told apart here: the user must point
+    at one. Sub-folders are not searched, so that a path never silently means a different series."""
+    import SimpleITK as sitk
+
     try:
-        if str(path).endswith(".gz"):
-            _check_gzip_size(Path(path), reader, label)
-            _check_gzip_stream(Path(path), reader, label)
-        elif str(path).endswith(".nii"):
-            _check_nifti_size(Path(path), reader, label)
-        _check_nifti_pixdim(Path(path), label)
-        return reader.Execute()
-    except VolumeError:
-        raise
-    except RuntimeError as err:  # ITK's own errors
-        raise VolumeError(f"{label}cannot read {path}: {_last_line(err)}") from None
+        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError as err:  # e.g. an unreadable folder
+        raise VolumeError(f"{label}cannot list DICOM series in {folder}: {_last_line(err)}") from None
+    if not uids:
+        raise VolumeError(f"{label}no DICOM series in folder {folder} (sub-folders are not searched)")
+    if len(uids) > 1:
+        raise VolumeError(f"{label}folder {folder} holds {len(uids)} DICOM series ({', '.join(uids)}): "
+                          "point the image path at a folder holding exactly one series")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uids[0]))
+    reader.MetaDataDictionaryArrayUpdateOn()  # per-slice tags, for the position check below
+    try:
+        img = reader.Execute()
+    except RuntimeError as err:
+        raise VolumeError(f"{label}cannot read DICOM series {uids[0]} in {folder}: {_last_line(err)}") from None
+    _check_slice_positions(reader, img, folder, label)
+    return img
+
+
+def _check_slice_positions(reader: sitk.ImageSeriesReader, img: sitk.Image, folder: Path, label: str) -> None:
+    """Slices evenly spaced along the slice normal: ITK only warns about a missing or doubled slice and
+    then spreads the slices at their mean spacing, misplacing every voxel after the gap."""
+    n = len(reader.GetFileNames())
+    if n < 3 or not all(reader.HasMetaDataKey(i, "0020|0032") for i in range(n)):
+        return  # one slice per file is needed to compare; a multi-frame file holds its own geometry
+    try:
+        pos = np.array([[float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")] for i in range(n)])
+    except ValueError:
+        return
+    if pos.shape != (n, 3):
+        return
+    normal = np.asarray(img.GetDirection()).reshape(3, 3)[:, 2]  # slice axis in patient space
+    steps = np.diff(pos @ normal)  # (n - 1,) mm between consecutive slices
+    spacing = float(np.median(np.abs(steps)))
+    if spacing <= 0 or np.any(np.abs(np.abs(steps) - spacing) > 0.1 * spacing):
+        odd = np.flatnonzero(np.abs(np.abs(steps) - spacing) > 0.1 * spacing)[:5]
+        raise VolumeError(f"{label}DICOM series in {folder} is unevenly spaced (missing or duplicate slices?): "
+                          f"slice gaps {np.round(steps[odd], 3).tolist()} mm after slices {odd.tolist()}, "
+                          f"median {spacing:.4g} mm")
 
 
 def _last_line(err: Exception) -> str:
