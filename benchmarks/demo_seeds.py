@@ -49,7 +49,7 @@ def table(seeds: list[int]) -> str:
         folder = OUT / f"seed_{seed}"
         row = {"seed": seed, "wall (s)": json.loads((folder / "run.json").read_text())["wall_s"]}
         names = {"baseline_most_frequent": "Baseline", **{e.name: e.title for e in exps}}
-        metrics = {name: json.loads((folder / "metrics" / f"{name}.json").read_text()) for name in names}
+        metrics = {name: json.loads((folder / "metrics" / "ct_rate" / f"{name}.json").read_text()) for name in names}
         for name, title in names.items():
             m = metrics[name]
             lo, hi = m["macro_f1_ci"]

@@ -12,6 +12,8 @@ import yaml
 from uvlm.config import with_defaults
 
 REPO = Path(__file__).resolve().parent.parent
+# How a rule calls its step: `uvlm --config {params.config} [--dataset {wildcards.dataset}] <step>` (group 1)
+STEP_CALL = r'"(?:\{params\.launch\})?uvlm --config \{params\.config\} (?:--dataset \{wildcards\.dataset\} )?([a-z0-9-]+)'
 
 
 def run_snakemake(workdir: Path, *args: str, timeout: int = 900,

@@ -48,17 +48,19 @@ def test_ct_rate_config_is_the_papers_table5_and_table4(tmp_path: Path) -> None:
     main = next(e for e in plan.experiments if e.name == cfg["main_experiment"])
     assert main.row_key() == table5_key("FL", True, True, True, -1, "own")  # Table 2: the paper's best row
     none_rep = next(e for e in plan.experiments if e.recipe == "None Rep")
-    assert none_rep.frozen and none_rep.init_dir is None  # a frozen random encoder
+    assert none_rep.frozen and none_rep.init_dir("ct_rate") is None  # a frozen random encoder
 
 
 def test_experiment_needs_are_said_once() -> None:
     exps = experiments(load_config())
     sc = exps["seg_cl_cls_rep_sc"]
-    assert (sc.stage1_dir, sc.stage2_dir, sc.init_dir) == (
-        "results/models/stage1/seg_CL", "results/models/stage2/cls_seg_CL", "results/models/stage2/cls_seg_CL")
-    assert sc.model_dirs == ["results/models/stage1/seg_CL", "results/models/stage2/cls_seg_CL",
-                             "results/models/stage3/seg_cl_cls_rep_sc"]
-    assert exps["none_rep"].model_dirs == ["results/models/stage3/none_rep"]
+    assert (sc.stage1_dir("ct_rate"), sc.stage2_dir("ct_rate"), sc.init_dir("ct_rate")) == (
+        "results/models/stage1/ct_rate/seg_CL", "results/models/stage2/ct_rate/cls_seg_CL",
+        "results/models/stage2/ct_rate/cls_seg_CL")
+    assert sc.model_dirs("abdomen_atlas") == [
+        "results/models/stage1/abdomen_atlas/seg_CL", "results/models/stage2/abdomen_atlas/cls_seg_CL",
+        "results/models/stage3/abdomen_atlas/seg_cl_cls_rep_sc"]  # each dataset trains its own
+    assert exps["none_rep"].model_dirs("ct_rate") == ["results/models/stage3/ct_rate/none_rep"]
     assert (exps["seg_cl_cls_rep_vt144"].reference_stage, exps["seg_cl_cls_rep"].reference_stage) == (-2, -1)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import random
 from pathlib import Path
 
@@ -57,8 +59,20 @@ def write_dicom_series(folder: Path, hu: np.ndarray, series: str = SERIES, spaci
         # ITK's DICOM writer takes the voxels as real-world values: it stores (HU - intercept) / slope.
         paths.append(folder / f"IM{n:04d}.dcm")
         writer.SetFileName(str(paths[-1]))
-        writer.Execute(sl)
+        with keep_locale():
+            writer.Execute(sl)
     return paths
+
+
+@contextlib.contextmanager
+def keep_locale():
+    """GDCM's DICOM writer sets the C locale for the whole process, after which Python reads text files as
+    ASCII (later tests failed on config/labels/*.yaml); put the locale back."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 def write_nifti(path: Path, hu: np.ndarray) -> Path:

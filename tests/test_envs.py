@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from micro_project import REPO, micro_config, project_copy
+from micro_project import REPO, STEP_CALL, micro_config, project_copy
 from packaging.requirements import Requirement
 
 from uvlm.step_code import imports_in, module_file
@@ -39,7 +39,7 @@ def workflow_rules() -> dict[str, tuple[str, str]]:
     for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
         for block in re.split(r"\n(?=(?:rule|checkpoint) )", smk.read_text()):
             head = re.match(r"(?:rule|checkpoint) (\w+):", block)
-            shell = re.search(r"uvlm --config \{params\.config\} ([a-z0-9-]+)", block)
+            shell = re.search(STEP_CALL, block)
             if head and shell:
                 conda = re.search(r'conda:\s*"([^"]+)"', block)
                 found[head.group(1)] = (conda.group(1) if conda else "", shell.group(1))

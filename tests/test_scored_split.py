@@ -37,6 +37,7 @@ def tiny_config(tmp: Path) -> Path:
     cfg["experiments"] = {"cls_rep_sc": {"title": "Cls Rep, SC", "seg": None, "cls": True,
                                          "freeze_encoder": False, "injection": "multi_layer"}}
     cfg.update(run=["cls_rep_sc"], main_experiment="cls_rep_sc", stage2_runs=["none"], threads=1, device="cpu")
+    cfg["abdomen_atlas"]["enabled"] = False  # its overrides name the demo's experiments
     cfg["model_selection"]["holdout_fraction"] = 0.34
     path = tmp / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))

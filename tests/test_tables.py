@@ -1,4 +1,4 @@
-"""Tables 2, 4 and 5 for config/ct_rate.yaml: each paper row once, with the published numbers beside ours."""
+"""Tables 2, 4 and 5 (and the AbdomenAtlas columns of 4 and 5) for config/ct_rate.yaml: each paper row once, with the published numbers beside ours."""
 
 from __future__ import annotations
 
@@ -48,6 +48,13 @@ def test_ct_rate_table5_lists_each_paper_row_once_beside_ours(tmp_path: Path) ->
     assert t4["training"].tolist() == ["None Cls", "Seg(C) Cls", "Seg(C+L) Cls", "Seg(F+L) Cls"]
     assert t4["paper_f1"].tolist() == [0.451, 0.546, 0.553, 0.555] and t4["f1"].notna().all()
     assert t4["holdout_auc"].tolist() == [0.72] * 4
+
+    # the AbdomenAtlas columns of the same tables: the paper's abdomen numbers beside ours
+    t5a = table5(PUBLISHED, list(plan.experiments), metrics, "AbdomenAtlas 3.0", "abdomen_atlas")
+    assert t5a["paper_f1"].tolist() == [r["abdomen_atlas"][0] for r in paper]
+    assert t5a.loc[best.index, ["paper_f1", "paper_bleu_mean"]].values.tolist() == [[0.553, 0.417]]
+    t4a = table4(PUBLISHED, runs, fake_metrics(tmp_path, [r.name for r in runs]), "AbdomenAtlas 3.0", "abdomen_atlas")
+    assert t4a["paper_f1"].tolist() == [0.373, 0.617, 0.646, 0.578]
 
     main = next(e for e in plan.experiments if e.name == cfg["main_experiment"])
     t2 = main_table(PUBLISHED, (main.name, main.title, metrics[main.name]), metrics[plan.names[0]], "CT-RATE")

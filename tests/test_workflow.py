@@ -34,25 +34,25 @@ def test_micro_demo_runs_end_to_end(micro_run: Path) -> None:
     df = pd.read_csv(micro_run / "results" / "tables" / "main.csv")
     ours = df[df["source"].str.startswith("ours")]
     assert len(ours) == 2 and ours[["f1", "bleu_mean"]].notna().all().all()
-    reports = pd.read_parquet(micro_run / "results" / "reports" / "none_rep.parquet")
+    reports = pd.read_parquet(micro_run / "results" / "reports" / "ct_rate" / "none_rep.parquet")
     manifest = pd.read_parquet(micro_run / "results" / "manifest" / "ct_rate.parquet")
     assert set(reports["volume_name"]) == set(manifest.loc[manifest["split"] == "valid", "volume_name"])
-    metrics = json.loads((micro_run / "results" / "metrics" / "seg_cl_cls_rep_sc.json").read_text())
+    metrics = json.loads((micro_run / "results" / "metrics" / "ct_rate" / "seg_cl_cls_rep_sc.json").read_text())
     assert 0 <= metrics["macro_f1"] <= 1 and metrics["n_reports"] == len(reports)
     # Stage outputs shared by experiments exist once, named by what made them.
-    assert (micro_run / "results" / "models" / "stage1" / "seg_CL" / "encoder.safetensors").is_file()
+    models_dir = micro_run / "results" / "models"
+    assert (models_dir / "stage1" / "ct_rate" / "seg_CL" / "encoder.safetensors").is_file()
     for init in ("cls_seg_CL", "cls_none"):  # the experiments' Stage 2 and Table 4's
-        assert (micro_run / "results" / "models" / "stage2" / init / "model.safetensors").is_file()
+        assert (models_dir / "stage2" / "ct_rate" / init / "model.safetensors").is_file()
     # One row of each kind ran: SC on / off, frozen / fine-tuned (and a frozen random encoder), and the
     # visual tokens of the second-deepest stage
-    models = {n: json.loads((micro_run / "results" / "models" / "stage3" / n / "config.json").read_text())
-              for n in RUN}
+    models = {n: json.loads((models_dir / "stage3" / "ct_rate" / n / "config.json").read_text()) for n in RUN}
     kinds = {n: (m["model"]["injection"]["mode"], m["model"]["freeze_encoder"], m["model"]["n_visual_tokens"])
              for n, m in models.items()}
     assert kinds == {"seg_cl_cls_rep_sc": ("multi_layer", True, 144), "seg_cl_cls_rep": ("input_only", True, 144),
                      "seg_cl_cls_rep_vt144": ("input_only", True, 1152),
                      "seg_cl_cls_rep_ft": ("input_only", False, 144), "none_rep": ("input_only", True, 144)}
-    assert models["none_rep"]["init"] == "" and models["seg_cl_cls_rep"]["init"].endswith("stage2/cls_seg_CL")
+    assert models["none_rep"]["init"] == "" and models["seg_cl_cls_rep"]["init"].endswith("stage2/ct_rate/cls_seg_CL")
     assert all(m["n_holdout"] > 0 and m["best_step"] >= 1 for m in models.values())  # selection on the hold-out
     # Stage 1 cases: the same list for every granularity, pseudo-labelled and nothing else
     cases = pd.read_parquet(micro_run / "results" / "labels" / "ct_rate_stage1_cases.parquet")
@@ -61,7 +61,7 @@ def test_micro_demo_runs_end_to_end(micro_run: Path) -> None:
                                                       "classical").glob("shard_*/index.parquet"))
     assert sorted(labelled["volume_name"]) == sorted(cases["volume_name"])
     exported = sorted(p.name.removesuffix(".nii.gz") for p in
-                      (micro_run / "results" / "nnunet" / "raw" / "CL").glob("Dataset*/labelsTr/*.nii.gz"))
+                      (micro_run / "results" / "nnunet" / "ct_rate" / "raw" / "CL").glob("Dataset*/labelsTr/*.nii.gz"))
     assert exported == sorted(cases["volume_name"])
     # Stage 1 labels come from the classical labeler; its QC is scored against the phantoms' truth.
     shard0 = micro_run / "results" / "pseudolabels" / "ct_rate" / "classical" / "shard_0"
@@ -86,8 +86,29 @@ def test_micro_demo_runs_end_to_end(micro_run: Path) -> None:
     assert metrics["macro_f1_ci"][0] <= metrics["macro_f1"] <= metrics["macro_f1_ci"][1] and "rouge_l" in metrics
     # AbdomenAtlas 3.0 demo: lesion labels per split and a montage per case
     lesions = pd.read_csv(micro_run / "results" / "qc" / "abdomen_atlas" / "lesion_labels.csv")
-    assert lesions["cases"].sum() == 12 and set(lesions["split"]) == {"train", "valid"}
-    assert len(list((micro_run / "results" / "labels" / "abdomen_atlas").glob("shard_*/qc/BDMAP_*.png"))) == 12
+    assert lesions["cases"].sum() == 10 and set(lesions["split"]) == {"train", "valid"}
+    assert len(list((micro_run / "results" / "labels" / "abdomen_atlas").glob("shard_*/qc/BDMAP_*.png"))) == 10
+    # ... and through the three stages on its own cases (its own Stage 1, Stage 2 with its 3 lesion labels)
+    s2 = json.loads((models_dir / "stage2" / "abdomen_atlas" / "cls_seg_CL" / "config.json").read_text())
+    assert s2["labels"] == ["liver_lesion", "kidney_lesion", "pancreatic_lesion"] and s2["label_set"] == "abdomen_atlas"
+    s3 = json.loads((models_dir / "stage3" / "abdomen_atlas" / "seg_cl_cls_rep_sc" / "config.json").read_text())
+    assert s3["init"].endswith("stage2/abdomen_atlas/cls_seg_CL")
+    cases = pd.read_parquet(micro_run / "results" / "labels" / "abdomen_atlas_cases.parquet")
+    test = set(cases.loc[cases["split"] == "valid", "volume_name"])
+    abdomen_reports = pd.read_parquet(micro_run / "results" / "reports" / "abdomen_atlas" / "seg_cl_cls_rep_sc.parquet")
+    assert set(abdomen_reports["volume_name"]) == test  # generated for the test split only
+    trained = {n for stage in ("stage2/abdomen_atlas/cls_seg_CL", "stage3/abdomen_atlas/seg_cl_cls_rep_sc")
+               for n in pd.read_csv(models_dir / stage / "cases.csv")["volume_name"]}
+    nnunet = {p.name.removesuffix(".nii.gz") for p in (micro_run / "results" / "nnunet" / "abdomen_atlas" / "raw" /
+                                                       "CL").glob("Dataset*/labelsTr/*.nii.gz")}
+    assert trained and nnunet and not (trained | nnunet) & test  # no test case is trained on at any stage
+    t3 = pd.read_csv(micro_run / "results" / "tables" / "table3_abdomen.csv")
+    ours = t3[t3["method"].str.startswith("U-VLM Seg(C+L) Cls Rep, SC + Frz")]
+    assert len(ours) == 1 and ours.filter(like=" F1").notna().all().all()
+    assert "U-VLM Seg(C+L)" in set(t3["method"])  # the published row beside ours
+    t5a = pd.read_csv(micro_run / "results" / "tables" / "table5_ablations_abdomen_atlas.csv")
+    assert t5a["source"].dropna().str.endswith("seg_cl_cls_rep_sc").tolist() == [True]
+    assert 0.62 in t5a["paper_f1"].tolist()  # the paper's AbdomenAtlas column
 
 
 def test_nothing_to_do_after_a_run(micro_run: Path) -> None:
@@ -102,7 +123,7 @@ def test_one_experiment_reruns_alone(micro_run: Path) -> None:
     cfg["experiments"]["none_rep"]["injection"] = "multi_layer"
     changed = micro_run / "micro_changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
-    res = _snakemake(micro_run, "-n", f"--configfile={changed}", "results/metrics/none_rep.json")
+    res = _snakemake(micro_run, "-n", f"--configfile={changed}", "results/metrics/ct_rate/none_rep.json")
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-2000:]
     for job in ("rule stage3", "rule generate", "rule evaluate"):
@@ -111,7 +132,7 @@ def test_one_experiment_reruns_alone(micro_run: Path) -> None:
         assert shared not in out
     res = _snakemake(micro_run, "-n", f"--configfile={changed}", "all")
     out = res.stdout + res.stderr
-    assert "output: results/models/stage3/seg_cl_cls_rep" not in out  # the other experiments are untouched
+    assert "output: results/models/stage3/ct_rate/seg_cl_cls_rep" not in out  # the other experiments are untouched
     assert "rule tables" in out
 
 
@@ -128,10 +149,10 @@ def test_broken_volume_fails_its_shard_only(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     os.utime(tmp_path / "results" / "manifest" / "ct_rate.parquet")  # keep the manifest newer than the demo
     res = _snakemake(tmp_path, "--cores", "2", "--keep-going", f"--configfile={cfg}",
-                     "results/models/stage2/cls_none")
+                     "results/models/stage2/ct_rate/cls_none")
     assert res.returncode != 0
     bad_shard = int(victim["shard"])
-    log = (tmp_path / "results" / "logs" / "preprocess" / f"shard_{bad_shard}.log").read_text()
+    log = (tmp_path / "results" / "logs" / "preprocess" / "ct_rate" / f"shard_{bad_shard}.log").read_text()
     assert victim["volume_name"] in log and path.name in log and "truncated" in log
     assert not (tmp_path / "results" / "preprocessed" / "ct_rate" / f"shard_{bad_shard}").exists()
     others = [k for k in manifest["shard"].unique() if k != bad_shard]
@@ -162,7 +183,7 @@ def test_training_rules_request_gpus_and_use_torchrun_for_several(micro_run: Pat
     cfg["stage2"]["lr"] = 0.5  # force Stage 2 (and what follows) to rerun in the dry run
     path = micro_run / "micro_gpus.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    res = _snakemake(micro_run, "-n", "-p", f"--configfile={path}", "results/models/stage3/seg_cl_cls_rep")
+    res = _snakemake(micro_run, "-n", "-p", f"--configfile={path}", "results/models/stage3/ct_rate/seg_cl_cls_rep")
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-2000:]
     stage2 = out[out.index("rule stage2:"):out.index("rule stage3:")]

@@ -18,15 +18,34 @@ EFFECTIVE_CONFIG = "results/config/effective.json"
 
 # Sections a config file replaces whole instead of key by key: catalogues whose entries a config names for
 # itself (the paper's 17 experiments, a cluster's labelers); merged, the demo's entries would join them.
-REPLACED_WHOLE = ("experiments", "pseudolabels.labelers")
+REPLACED_WHOLE = ("experiments", "pseudolabels.labelers", "abdomen_atlas.overrides")
+# Datasets that can go through every stage; CT-RATE always does, AbdomenAtlas when `abdomen_atlas.enabled`.
+DATASETS = ("ct_rate", "abdomen_atlas")
 
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the key."""
 
 
-def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Validate against the schema and the cross-key rules the schema cannot express."""
+def trained_datasets(cfg: dict[str, Any]) -> list[str]:
+    """The datasets that go through the three stages with this config."""
+    return ["ct_rate", *(["abdomen_atlas"] if cfg["abdomen_atlas"]["enabled"] else [])]
+
+
+def dataset_view(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """The config a dataset's steps read: for CT-RATE the config itself, for AbdomenAtlas the config with
+    `abdomen_atlas.overrides` on top (key by key, as a config file over the defaults). So every step reads
+    `run`, `stage2`, `evaluation`... whatever the dataset, and one key says what differs for it."""
+    if dataset == "ct_rate":
+        return cfg
+    if dataset == "abdomen_atlas":
+        return with_defaults(cfg["abdomen_atlas"]["overrides"], cfg)
+    raise ConfigError(f"unknown dataset '{dataset}' (known: {', '.join(DATASETS)})")
+
+
+def validate_config(cfg: dict[str, Any], views: bool = True) -> dict[str, Any]:
+    """Validate against the schema and the cross-key rules the schema cannot express (and each dataset's view
+    of the config the same way, naming the dataset)."""
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     try:
         jsonschema.validate(cfg, schema)
@@ -54,6 +73,11 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
                               f"{total_stride} in every axis")
     _check_experiments(cfg)
     _check_labelers(cfg["pseudolabels"])
+    for dataset in trained_datasets(cfg)[1:] if views else ():
+        try:
+            validate_config(dataset_view(cfg, dataset), views=False)
+        except ConfigError as err:
+            raise ConfigError(f"{dataset} (config key 'abdomen_atlas/overrides' over the rest): {err}") from None
     return cfg
 
 

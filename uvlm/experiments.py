@@ -6,7 +6,8 @@ of visual tokens (VT: the token count of one encoder stage, 384 for the deepest 
 the paper's 192 x 256 x 256 grid) and the decoder (our own, or a Hugging Face LM with LoRA or full
 fine-tuning). A Stage 2 run is a row of Table 4: classification pretraining from one Stage 1
 initialisation. Models that experiments share are trained once: one Stage 1 per granularity, one
-Stage 2 per initialisation, one Stage 3 per experiment. Model folders are named here and nowhere else.
+Stage 2 per initialisation, one Stage 3 per experiment, per dataset (CT-RATE, AbdomenAtlas: each trains its own).
+Model folders are named here and nowhere else: results/models/<stage>/<dataset>/<model>.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ def stage1_seg(init: str) -> str | None:
     return None if init == NO_STAGE1 else init
 
 
-def stage1_dir(granularity: str) -> str:
-    return f"{MODELS}/stage1/seg_{granularity}"
+def stage1_dir(dataset: str, granularity: str) -> str:
+    return f"{MODELS}/stage1/{dataset}/seg_{granularity}"
 
 
 def stage2_name(seg: str | None) -> str:
@@ -42,17 +43,17 @@ def stage2_name(seg: str | None) -> str:
     return f"cls_seg_{seg}" if seg else f"cls_{NO_STAGE1}"
 
 
-def stage2_dir(seg: str | None) -> str:
-    return f"{MODELS}/stage2/{stage2_name(seg)}"
+def stage2_dir(dataset: str, seg: str | None) -> str:
+    return f"{MODELS}/stage2/{dataset}/{stage2_name(seg)}"
 
 
-def stage3_dir(name: str) -> str:
-    return f"{MODELS}/stage3/{name}"
+def stage3_dir(dataset: str, name: str) -> str:
+    return f"{MODELS}/stage3/{dataset}/{name}"
 
 
-def stage2_init_dir(init: str) -> str | None:
+def stage2_init_dir(dataset: str, init: str) -> str | None:
     """Stage 1 folder a Stage 2 run starts from, by its wildcard ('none' or 'seg_CL')."""
-    return None if init == NO_STAGE1 else stage1_dir(init.removeprefix("seg_"))
+    return None if init == NO_STAGE1 else stage1_dir(dataset, init.removeprefix("seg_"))
 
 
 def recipe_title(seg: str | None, cls: bool) -> str:
@@ -96,28 +97,23 @@ class Experiment:
                    multi_layer=entry["injection"] == "multi_layer", frozen=bool(entry["freeze_encoder"]),
                    reference_stage=ref, visual_tokens=n, decoder=entry.get("decoder", "own"))
 
-    # ------------------------------------------------------------------ what it needs
-    @property
-    def stage1_dir(self) -> str | None:
-        return stage1_dir(self.seg) if self.seg else None
+    # ------------------------------------------------------------------ what it needs, on one dataset
+    def stage1_dir(self, dataset: str) -> str | None:
+        return stage1_dir(dataset, self.seg) if self.seg else None
 
-    @property
-    def stage2_dir(self) -> str | None:
-        return stage2_dir(self.seg) if self.cls else None
+    def stage2_dir(self, dataset: str) -> str | None:
+        return stage2_dir(dataset, self.seg) if self.cls else None
 
-    @property
-    def init_dir(self) -> str | None:
+    def init_dir(self, dataset: str) -> str | None:
         """Where the Stage 3 encoder comes from: Stage 2, else Stage 1, else nowhere (random init)."""
-        return self.stage2_dir or self.stage1_dir
+        return self.stage2_dir(dataset) or self.stage1_dir(dataset)
 
-    @property
-    def stage3_dir(self) -> str:
-        return stage3_dir(self.name)
+    def stage3_dir(self, dataset: str) -> str:
+        return stage3_dir(dataset, self.name)
 
-    @property
-    def model_dirs(self) -> list[str]:
-        """Every trained model folder behind this experiment's reports."""
-        return [d for d in (self.stage1_dir, self.stage2_dir, self.stage3_dir) if d]
+    def model_dirs(self, dataset: str) -> list[str]:
+        """Every trained model folder behind this experiment's reports on `dataset`."""
+        return [d for d in (self.stage1_dir(dataset), self.stage2_dir(dataset), self.stage3_dir(dataset)) if d]
 
     @property
     def hf_finetune(self) -> str | None:
@@ -158,9 +154,8 @@ class Stage2Run:
     def name(self) -> str:
         return stage2_name(self.seg)
 
-    @property
-    def dir(self) -> str:
-        return stage2_dir(self.seg)
+    def dir(self, dataset: str) -> str:
+        return stage2_dir(dataset, self.seg)
 
     @property
     def title(self) -> str:
@@ -183,27 +178,37 @@ def experiments(cfg: dict) -> dict[str, Experiment]:
 
 @dataclass(frozen=True)
 class Plan:
-    """What `snakemake all` builds: the experiments in `run` (Table 5), the Stage 2 runs they use plus
-    those listed in `stage2_runs` (Table 4), and the Stage 1 models all of these start from."""
+    """What `snakemake all` builds on one dataset: the experiments in `run` (Table 5), the Stage 2 runs they
+    use plus those listed in `stage2_runs` (Table 4), and the Stage 1 models all of these start from. `cfg` is
+    the dataset's view of the config (uvlm.config.dataset_view)."""
 
     experiments: tuple[Experiment, ...]
     stage2: tuple[Stage2Run, ...]
     stage1: tuple[str, ...]
+    dataset: str = "ct_rate"
 
     @classmethod
-    def from_config(cls, cfg: dict) -> Plan:
+    def from_config(cls, cfg: dict, dataset: str = "ct_rate") -> Plan:
         exps = experiments(cfg)
         run = tuple(exps[n] for n in cfg["run"])
         listed = [stage1_seg(s) for s in cfg.get("stage2_runs", [])]
         segs = {e.seg for e in run if e.cls} | set(listed)
         stage2 = tuple(Stage2Run(s) for s in sorted(segs, key=lambda s: (s is not None, s or "")))
         stage1 = tuple(sorted({e.seg for e in run if e.seg} | {s.seg for s in stage2 if s.seg}))
-        return cls(run, stage2, stage1)
+        return cls(run, stage2, stage1, dataset)
+
+    @property
+    def stage1_dirs(self) -> list[str]:
+        return [stage1_dir(self.dataset, g) for g in self.stage1]
+
+    @property
+    def stage2_dirs(self) -> list[str]:
+        return [s.dir(self.dataset) for s in self.stage2]
 
     @property
     def model_dirs(self) -> list[str]:
-        dirs = {d for e in self.experiments for d in e.model_dirs} | {s.dir for s in self.stage2}
-        return sorted(dirs | {stage1_dir(g) for g in self.stage1})
+        dirs = {d for e in self.experiments for d in e.model_dirs(self.dataset)} | set(self.stage2_dirs)
+        return sorted(dirs | set(self.stage1_dirs))
 
     @property
     def names(self) -> list[str]:

@@ -11,7 +11,9 @@ A step is a `uvlm` subcommand run by the Snakemake rule of the same name (`pseud
 
 A key names a config value by its dotted path; `{experiment}`, `{labeler}` and `{granularity}` are
 filled from the rule's wildcard (the subcommand's argument of that name), so one experiment's entry is
-one experiment's input. Keys of a whole section cover everything in it.
+one experiment's input. Keys of a whole section cover everything in it. A per-dataset step (its rule has
+a `{dataset}` wildcard, its call `--dataset`) reads the keys in that dataset's view of the config
+(uvlm.config.dataset_view: AbdomenAtlas's `abdomen_atlas.overrides` over the rest).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ STEPS: dict[str, Step] = {
     "demo-data": Step("data", ("seed", "demo")),
     "demo-abdomen": Step("data", ("seed", "abdomen_atlas.demo")),
     "ingest": Step("data", ("shard_size", "rexgrounding_root")),
-    "ingest-abdomen": Step("data", ("seed", "shard_size", "abdomen_atlas.valid_fraction")),
+    "ingest-abdomen": Step("data", ("seed", "shard_size", "abdomen_atlas.valid_fraction",
+                                    "abdomen_atlas.report_column")),
     # labels
     "stage1-cases": Step("labels", ("seed", "shard_size", "lesions_complete", "stage1.max_cases")),
     "pseudolabel": Step("labels", ("device", "threads", "ct_rate_root", "on_volume_error", "pseudolabels.montages",
@@ -46,6 +49,7 @@ STEPS: dict[str, Step] = {
                            ("config/labels",)),
     "labels": Step("labels", ("lesions_complete", "on_volume_error"), ("config/labels",)),
     "abdomen-labels": Step("labels", ("on_volume_error", "abdomen_atlas.lesion_min_mm3"), ("config/labels",)),
+    "abdomen-cases": Step("labels"),
     "abdomen-qc": Step("labels"),
     # preprocess
     "preprocess": Step("preprocess", ("preprocess", "on_volume_error")),
@@ -66,8 +70,9 @@ STEPS: dict[str, Step] = {
     "baseline": Step("report", ("seed", "evaluation"), ("config/prompts",)),
     "abdomen-eval": Step("report", ("evaluation",), ("config/prompts",)),
     "reconcile": Step("report"),
-    "tables": Step("report", ("ct_rate_root", "abdomen_atlas.root", "main_experiment", "run", "stage2_runs",
-                              "experiments", "encoder", "preprocess.grid", "evaluation.extractor"),
+    "tables": Step("report", ("ct_rate_root", "abdomen_atlas.root", "abdomen_atlas.overrides", "main_experiment",
+                              "run", "stage2_runs", "experiments", "encoder", "preprocess.grid",
+                              "evaluation.extractor"),
                    ("config/published.yaml",)),
     "figures": Step("report", ("run", "stage2_runs", "experiments", "encoder", "preprocess.grid")),
     "report-html": Step("report", ("ct_rate_root", "run")),

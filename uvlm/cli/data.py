@@ -50,8 +50,9 @@ def cmd_ingest_abdomen(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.io import write_parquet
 
     root = Path(a.root) if a.root else abdomen_root(cfg)
-    df = ingest_abdomen_atlas(root, cfg["shard_size"], valid_fraction=cfg["abdomen_atlas"]["valid_fraction"],
-                              seed=cfg["seed"])
+    aa = cfg["abdomen_atlas"]
+    df = ingest_abdomen_atlas(root, cfg["shard_size"], valid_fraction=aa["valid_fraction"], seed=cfg["seed"],
+                              report_column=aa["report_column"])
     write_parquet(df, a.out)
     log.info("AbdomenAtlas manifest: %d cases (%d train), %d shards -> %s", len(df),
              int((df["split"] == "train").sum()), int(df["shard"].max()) + 1, a.out)

@@ -102,6 +102,19 @@ def cmd_abdomen_labels(a: argparse.Namespace, cfg: dict) -> None:
     label_abdomen_shard(rows, maps, a.out, cfg["on_volume_error"], cfg["abdomen_atlas"]["lesion_min_mm3"])
 
 
+def cmd_abdomen_cases(a: argparse.Namespace, cfg: dict) -> None:
+    import pandas as pd
+
+    from uvlm.data.abdomen_atlas import with_lesion_labels
+    from uvlm.io import write_parquet
+    from uvlm.shards import read_shard_errors, read_shard_indexes
+
+    df = with_lesion_labels(pd.read_parquet(a.manifest), read_shard_indexes(a.labels), read_shard_errors(a.labels))
+    write_parquet(df, a.out)
+    log.info("AbdomenAtlas cases: %d, %d with lesion labels, %d with a report -> %s", len(df),
+             int(df["labels_known"].sum()), int(df["has_report"].sum()), a.out)
+
+
 def cmd_abdomen_qc(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.evaluation.tables import write_table
     from uvlm.qc.summary import class_summary, lesion_label_table, missing_class_table

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from uvlm.config import DEFAULT_CONFIG, load_config
+from uvlm.config import DEFAULT_CONFIG, dataset_view, load_config, trained_datasets
 from uvlm.steps import STEPS, function_path
 
 log = logging.getLogger("uvlm")
@@ -41,6 +41,8 @@ COMMANDS: dict[str, tuple[str, list[tuple[str, dict]]]] = {
                                                   ("--label-map", REQ), ("--granularities", MANY), ("--out", REQ)]),
     "abdomen-labels": ("AbdomenAtlas label maps + RadGPT lesion labels for one shard",
                        [("--manifest", REQ), SHARD, ("--label-map", REQ), ("--out", REQ)]),
+    "abdomen-cases": ("AbdomenAtlas manifest + RadGPT lesion labels -> the manifest Stages 2-3 and scoring read",
+                      [("--manifest", REQ), ("--labels", MANY), ("--out", REQ)]),
     "abdomen-qc": ("AbdomenAtlas lesion-label and missing-class tables", [("--shards", MANY), ("--out", REQ)]),
     "preprocess": ("resample/normalise one shard", [("--manifest", REQ), SHARD, ("--out", REQ)]),
     "nnunet-export": ("export one granularity as an nnU-Net raw dataset",
@@ -90,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline config (YAML/JSON)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="override a top-level config key, e.g. --set ct_rate_root='\"/data/CT-RATE\"'")
+    p.add_argument("--dataset", default="", help="the dataset a per-dataset step works on (ct_rate, abdomen_atlas): "
+                   "it reads that dataset's view of the config (uvlm.config.dataset_view)")
     sub = p.add_subparsers(dest="command", required=True)
     for name, (help_, args) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_)
@@ -100,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _record(path: str, args: argparse.Namespace, reads: set[str]) -> None:
     """Append what this command read and loaded to the UVLM_RECORD_READS file (one JSON line)."""
-    wildcards = {k: getattr(args, k) for k in ("experiment", "labeler", "granularity") if getattr(args, k, None)}
+    wildcards = {k: getattr(args, k) for k in ("dataset", "experiment", "labeler", "granularity") if getattr(args, k, None)}
     line = json.dumps({"command": args.command, "wildcards": wildcards, "reads": sorted(reads),
                        "modules": sorted(m for m in sys.modules if m == "uvlm" or m.startswith("uvlm."))})
     with open(path, "a") as fh:
@@ -119,11 +123,16 @@ def main(argv: list[str] | None = None) -> None:
         except json.JSONDecodeError:
             overrides[key] = value
     cfg = load_config(args.config, overrides)
+    # every trained dataset's view of the config (steps that span datasets, e.g. tables, read args.views)
+    args.views = {d: dataset_view(cfg, d) for d in trained_datasets(cfg)}
+    if args.dataset:
+        cfg = dataset_view(cfg, args.dataset)
     record = os.environ.get(RECORD_READS)
     if record:
-        from uvlm.config_reads import recording
+        from uvlm.config_reads import RecordingDict, recording
 
         cfg, reads = recording(cfg)
+        args.views = {d: RecordingDict(v, reads) for d, v in args.views.items()}
     try:
         command_function(args.command)(args, cfg)
     except Exception as err:  # one line naming the problem, then the traceback in the log

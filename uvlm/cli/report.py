@@ -68,12 +68,15 @@ def cmd_reconcile(a: argparse.Namespace, cfg: dict) -> None:
 
 def cmd_tables(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.data.roots import abdomen_label, dataset_label
-    from uvlm.evaluation.result_tables import write_result_tables
+    from uvlm.evaluation.result_tables import write_abdomen_tables, write_result_tables
     from uvlm.experiments import Plan
 
-    main = write_result_tables(a.out_dir, Plan.from_config(cfg), cfg["main_experiment"], a.metrics, a.stage2,
-                               a.baseline, a.published, dataset_label(cfg), cfg["evaluation"]["extractor"],
-                               a.abdomen, abdomen_label(cfg) if a.abdomen else "")
+    plans = {d: Plan.from_config(view, d) for d, view in a.views.items()}
+    main = write_result_tables(a.out_dir, plans["ct_rate"], cfg["main_experiment"], a.metrics, a.stage2,
+                               a.baseline, a.published, dataset_label(cfg), cfg["evaluation"]["extractor"])
+    if "abdomen_atlas" in plans:
+        write_abdomen_tables(a.out_dir, plans["abdomen_atlas"], a.metrics, a.stage2, a.published, a.abdomen,
+                             abdomen_label(cfg), a.views["abdomen_atlas"]["evaluation"]["extractor"])
     print(main.read_text())
 
 

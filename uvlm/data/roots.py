@@ -12,6 +12,9 @@ UNLISTED_VOLUMES = "results/manifest/ct_rate_unlisted.csv"  # volume files no re
 # The Stage 1 case list (a manifest of its own, sharded anew): pseudo-labels and label maps cover only these.
 STAGE1_CASES = "results/labels/ct_rate_stage1_cases.parquet"
 ABDOMEN_MANIFEST = "results/manifest/abdomen_atlas.parquet"
+# The manifests Stages 2 and 3, generation and scoring read: each names its label set (CT-RATE's labels come
+# with the data; AbdomenAtlas's from the masks, merged in by the `abdomen-cases` step).
+TRAINING_MANIFESTS = {"ct_rate": CT_RATE_MANIFEST, "abdomen_atlas": "results/labels/abdomen_atlas_cases.parquet"}
 
 
 def ct_rate_root(cfg: dict) -> Path:

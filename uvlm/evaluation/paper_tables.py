@@ -48,11 +48,11 @@ def _cols(lesion: str) -> tuple[str, str, str]:
 
 
 def table4(published: str | Path, runs: list[Stage2Run], metrics: dict[str, str | Path],
-           dataset_label: str) -> pd.DataFrame:
-    """One row per Stage 2 initialisation: the paper's CT-RATE numbers beside ours (macro F1 / precision /
+           dataset_label: str, dataset: str = "ct_rate") -> pd.DataFrame:
+    """One row per Stage 2 initialisation: the paper's numbers for `dataset` beside ours (macro F1 / precision /
     recall at 0.5 on the evaluation split; AUC there and on the hold-out that picked the weights, ours
     only). metrics: {Stage2Run.name: its metrics.json}."""
-    paper = {stage1_seg(init): vals["ct_rate"]
+    paper = {stage1_seg(init): vals[dataset]
              for init, vals in _published(published, "stage2_table4").items()}
     ours = {r.seg: r for r in runs}
     rows = []
@@ -70,8 +70,8 @@ def table4(published: str | Path, runs: list[Stage2Run], metrics: dict[str, str 
 
 
 def table5(published: str | Path, experiments: list[Experiment], metrics: dict[str, str | Path],
-           dataset_label: str) -> pd.DataFrame:
-    """Each of the paper's Table 5 rows once, with its CT-RATE F1 and BLEU-mean beside ours (the experiment
+           dataset_label: str, dataset: str = "ct_rate") -> pd.DataFrame:
+    """Each of the paper's Table 5 rows once, with its F1 and BLEU-mean on `dataset` beside ours (the experiment
     with the same recipe, SC, Frz, visual-token stage and decoder); our experiments that match no paper row
     follow. metrics: {experiment name: metrics json path}."""
     by_key: dict[tuple, list[Experiment]] = {}
@@ -81,7 +81,7 @@ def table5(published: str | Path, experiments: list[Experiment], metrics: dict[s
     for r in _published(published, "rep_table5"):
         key = table5_key(r["seg"], r["cls"], r["sc"], r["frz"], r["ref_stage"], r["decoder"])
         paper = {"training": r["training"], "sc": r["sc"], "frz": r["frz"], "vt": r["vt"],
-                 "dec": DECODERS[r["decoder"]][0], "paper_f1": r["ct_rate"][0], "paper_bleu_mean": r["ct_rate"][1]}
+                 "dec": DECODERS[r["decoder"]][0], "paper_f1": r[dataset][0], "paper_bleu_mean": r[dataset][1]}
         matches = by_key.get(key, [])
         rows.append({**paper, **(_ours(matches[0], metrics, dataset_label) if matches else {})})
         shown.update(e.name for e in matches[:1])

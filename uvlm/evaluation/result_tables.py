@@ -24,20 +24,27 @@ TABLE5_CAPTION = ("Table 5 layout: report-generation ablations, each paper row o
                   "at our grid), Dec. = decoder (0.1B = ours, Q4B-L/F = Qwen3-4B LoRA / full fine-tuning). Empty "
                   "cells: not run.")
 TABLE3_CAPTION = ("Table 3 layout: lesion detection on AbdomenAtlas 3.0, precision / recall / F1 in percent per "
-                  "lesion class against the RadGPT labels derived from the masks. Our rows need no trained model: "
-                  "the rule extractor on the reference reports (a check of the extractor) and the most frequent "
-                  "training label set, over all labelled cases.")
+                  "lesion class against the RadGPT labels derived from the masks. Our U-VLM rows: labels extracted "
+                  "by the {extractor} extractor from the reports generated for the {label} test split (never read "
+                  "by training or model selection). Our rows that need no trained model: the extractor on the "
+                  "reference reports (a check of the extractor) and the most frequent training label set, over "
+                  "all labelled cases.")
+
+
+def of_dataset(files: list[str], dataset: str) -> dict[str, Path]:
+    """{name: path} of the files under a dataset's folder (results/metrics/<dataset>/<name>.json,
+    results/models/stage2/<dataset>/<name>)."""
+    return {Path(f).stem: Path(f) for f in files if Path(f).parent.name == dataset}
 
 
 def write_result_tables(out_dir: str | Path, plan: Plan, main_experiment: str, metrics: list[str],
-                        stage2_dirs: list[str], baseline: str, published: str, dataset: str, extractor: str,
-                        abdomen: str = "", abdomen_dataset: str = "") -> Path:
-    """Write main, table4_classification, table5_ablations (and table3_abdomen with `abdomen`) as .csv + .md.
+                        stage2_dirs: list[str], baseline: str, published: str, dataset: str, extractor: str) -> Path:
+    """Write CT-RATE's main, table4_classification and table5_ablations as .csv + .md.
 
-    metrics: one <experiment>.json per experiment of the plan; stage2_dirs: the plan's Stage 2 folders.
-    Returns the main table's markdown file."""
+    metrics: one results/metrics/<dataset>/<experiment>.json per experiment (CT-RATE's are used);
+    stage2_dirs: the Stage 2 folders. Returns the main table's markdown file."""
     out = Path(out_dir)
-    by_name = {Path(m).stem: Path(m) for m in metrics}
+    by_name = of_dataset(metrics, plan.dataset)
     missing = [e.name for e in plan.experiments if e.name not in by_name]
     if missing:
         raise ValueError(f"no metrics file given for experiments {missing}")
@@ -46,12 +53,28 @@ def write_result_tables(out_dir: str | Path, plan: Plan, main_experiment: str, m
                 out / "main.csv", out / "main.md",
                 MAIN_CAPTION.format(label=dataset, main=main.name, extractor=extractor),
                 footer=claims_section(list(plan.experiments), by_name, baseline))
-    stage2 = {Path(d).name: Path(d) / "metrics.json" for d in stage2_dirs}
+    stage2 = {name: d / "metrics.json" for name, d in of_dataset(stage2_dirs, plan.dataset).items()}
     write_table(table4(published, list(plan.stage2), stage2, dataset), out / "table4_classification.csv",
                 out / "table4_classification.md", TABLE4_CAPTION.format(label=dataset))
     write_table(table5(published, list(plan.experiments), by_name, dataset), out / "table5_ablations.csv",
                 out / "table5_ablations.md", TABLE5_CAPTION.format(label=dataset))
-    if abdomen:
-        write_table(table3(published, json.loads(Path(abdomen).read_text()), abdomen_dataset),
-                    out / "table3_abdomen.csv", out / "table3_abdomen.md", TABLE3_CAPTION)
     return out / "main.md"
+
+
+def write_abdomen_tables(out_dir: str | Path, plan: Plan, metrics: list[str], stage2_dirs: list[str],
+                         published: str, reference: str, label: str, extractor: str) -> None:
+    """Write AbdomenAtlas's table3_abdomen (U-VLM rows from the plan's experiments, then the rows that need no
+    model, from `reference`) and the abdomen columns of Tables 4 and 5 (table4_classification_abdomen_atlas,
+    table5_ablations_abdomen_atlas)."""
+    out, ds = Path(out_dir), plan.dataset
+    by_name = of_dataset(metrics, ds)
+    ours = {f"U-VLM {e.title} ({e.name})": json.loads(by_name[e.name].read_text()) for e in plan.experiments}
+    ours.update(json.loads(Path(reference).read_text()))
+    write_table(table3(published, ours, label), out / "table3_abdomen.csv", out / "table3_abdomen.md",
+                TABLE3_CAPTION.format(label=label, extractor=extractor))
+    stage2 = {name: d / "metrics.json" for name, d in of_dataset(stage2_dirs, ds).items()}
+    caption = " AbdomenAtlas 3.0 columns of the paper; the 3 lesion labels (RadGPT rule on the masks)."
+    write_table(table4(published, list(plan.stage2), stage2, label, ds), out / f"table4_classification_{ds}.csv",
+                out / f"table4_classification_{ds}.md", TABLE4_CAPTION.format(label=label) + caption)
+    write_table(table5(published, list(plan.experiments), by_name, label, ds), out / f"table5_ablations_{ds}.csv",
+                out / f"table5_ablations_{ds}.md", TABLE5_CAPTION.format(label=label) + caption)

@@ -55,10 +55,11 @@ def preprocess_shard(rows: pd.DataFrame, out_dir: str | Path, grid_dhw: tuple[in
     def work(row: pd.Series, out: Path) -> dict:
         case = row["volume_name"]
         if not row["image_exists"]:
-            raise VolumeError(f"case {case}: volume file {case}.nii.gz not found under the CT-RATE dataset/ folder")
+            raise VolumeError(f"case {case}: no image to preprocess ({row.get('problems') or 'volume file not found'})")
+        nan = float("nan")  # manifests without scanner metadata (AbdomenAtlas, CSV): HU judged from the data
         arr, info = preprocess_volume(row["image_path"], grid_dhw, hu_window, orientation,
-                                      row["rescale_intercept"], row["rescale_slope"], case,
-                                      row["xy_spacing"], row["z_spacing"])
+                                      row.get("rescale_intercept", nan), row.get("rescale_slope", nan), case,
+                                      row.get("xy_spacing", nan), row.get("z_spacing", nan))
         save_npy(arr, out / f"{case}.npy")
         return {"array_file": f"{case}.npy", "hu_correction": info["hu_correction"],
                 "padding": float("nan") if info["padding"] is None else info["padding"],

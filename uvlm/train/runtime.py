@@ -159,8 +159,10 @@ def plot_curve(df: pd.DataFrame, path: Path, title: str) -> None:
 
 def write_model_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], config: dict,
                        progress: Progress, title: str, extra_files: dict[str, object] | None = None,
-                       finalize: Callable[[Path], None] | None = None) -> None:
-    """model.safetensors + config.json + training_log.csv + training_curve.png, renamed in at the end."""
+                       finalize: Callable[[Path], None] | None = None,
+                       cases: dict[str, list[str]] | None = None) -> None:
+    """model.safetensors + config.json + training_log.csv + training_curve.png (+ cases.csv: every volume the
+    model was fitted or selected on, by role, so that no scored case can hide in it), renamed in at the end."""
     with atomic_dir(out_dir) as partial:
         save_file({k: v.detach().cpu().clone() for k, v in tensors.items()}, str(partial / "model.safetensors"))
         write_json(config, partial / "config.json")
@@ -170,5 +172,8 @@ def write_model_folder(out_dir: str | Path, tensors: dict[str, torch.Tensor], co
             plot_curve(df, partial / "training_curve.png", title)
         for name, obj in (extra_files or {}).items():
             write_json(obj, partial / name)
+        if cases is not None:
+            pd.DataFrame([(n, role) for role, names in cases.items() for n in names],
+                         columns=["volume_name", "role"]).to_csv(partial / "cases.csv", index=False)
         if finalize is not None:
             finalize(partial)

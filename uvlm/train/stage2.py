@@ -131,7 +131,7 @@ def train_stage2(train: VolumeDataset, holdout: VolumeDataset, scored: VolumeDat
         config = {"stage": 2, "train": asdict(cfg), "head": asdict(head.config), "init": str(init_dir or ""),
                   "label_set": train.label_set, "labels": names, "seed": seed}
         write_model_folder(out_dir, model.state_dict(), config, result.progress, "Stage 2 classification",
-                           extra_files={"metrics.json": metrics},
+                           extra_files={"metrics.json": metrics}, cases={"fit": train.names, "holdout": holdout.names},
                            finalize=lambda d: save_encoder(None, enc_cfg, d, extra={"stage": 2}))
     finish(ck, rt)
     teardown(rt)

@@ -143,6 +143,6 @@ def train_stage3(train: VolumeDataset, holdout: VolumeDataset, tokenizer_path: s
 
         weights = model.state_dict_for_save() if exp.hf_finetune else model.state_dict()
         write_model_folder(out_dir, weights, config, result.progress, "Stage 3 report generation",
-                           finalize=finalize)
+                           finalize=finalize, cases={"fit": train.names, "holdout": holdout.names})
     finish(ck, rt)
     teardown(rt)

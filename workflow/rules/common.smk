@@ -6,25 +6,30 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from uvlm.config import EFFECTIVE_CONFIG, check_extractor, validate_config
+from uvlm.config import EFFECTIVE_CONFIG, check_extractor, dataset_view, trained_datasets, validate_config
 from uvlm.data.roots import (
     ABDOMEN_DEMO,
     ABDOMEN_MANIFEST,
     CT_RATE_DEMO,
     CT_RATE_MANIFEST,
     STAGE1_CASES,
+    TRAINING_MANIFESTS,
     UNLISTED_VOLUMES,
 )
-from uvlm.experiments import Plan, experiments, stage1_dir, stage2_init_dir
+from uvlm.experiments import Plan, experiments, stage2_init_dir
 from uvlm.io import write_json
 from uvlm.pseudolabel import GPU_BACKENDS
 from uvlm.pseudolabel.reference import qc_reference
 from uvlm.steps import step_params
 
 validate_config(config)
-check_extractor(config["evaluation"])  # scoring needs its model folder: stop before any job, not at the end
-# What `all` builds and which model each experiment starts from: uvlm/experiments.py says it once.
-PLAN = Plan.from_config(config)
+DATASETS = trained_datasets(config)  # the datasets that go through the three stages
+VIEWS = {d: dataset_view(config, d) for d in DATASETS}  # the config each dataset's steps read
+for _view in VIEWS.values():  # scoring needs its model folder: stop before any job, not at the end
+    check_extractor(_view["evaluation"])
+# What `all` builds and which model each experiment starts from, per dataset: uvlm/experiments.py says it once.
+PLANS = {d: Plan.from_config(VIEWS[d], d) for d in DATASETS}
+PLAN = PLANS["ct_rate"]
 EXPERIMENTS = experiments(config)  # every configured experiment: each can be built alone
 
 
@@ -38,8 +43,9 @@ def write_effective_config():
 
 
 def step_reads(step):
-    """A rule's params: the config values its step reads (uvlm/steps.py), wildcards filled in."""
-    return lambda wc: step_params(config, step, **dict(wc.items()))
+    """A rule's params: the config values its step reads (uvlm/steps.py) in its dataset's view of the config,
+    wildcards filled in."""
+    return lambda wc: step_params(VIEWS[wc.dataset] if "dataset" in wc.keys() else config, step, **dict(wc.items()))
 
 
 DEMO_ROOT = CT_RATE_DEMO
@@ -62,6 +68,7 @@ def dvc_out_dirs():
 
 
 wildcard_constraints:
+    dataset="|".join(DATASETS),
     shard=r"\d+",
     granularity="|".join(config["stage1"]["dataset_ids"]),
     experiment="|".join(config["experiments"]),
@@ -97,12 +104,39 @@ def shard_ids(ingest=None):
     return range(int(shards.max()) + 1 if len(shards) else 0)
 
 
+INGESTS = {"ct_rate": lambda: checkpoints.ingest, "abdomen_atlas": lambda: checkpoints.ingest_abdomen}
+
+
+def ingest_manifest(wildcards):
+    """The manifest a dataset's ingest writes (volumes, reports; CT-RATE's with its labels)."""
+    return INGESTS[wildcards.dataset]().get().output[0]
+
+
+def training_manifest(wildcards):
+    """The manifest Stages 2 and 3, generation and scoring read: with the dataset's label set."""
+    return TRAINING_MANIFESTS[wildcards.dataset]
+
+
+def preprocessed_of(dataset):
+    return [f"results/preprocessed/{dataset}/shard_{k}" for k in shard_ids(INGESTS[dataset]())]
+
+
 def preprocessed_shards(wildcards):
-    return [f"results/preprocessed/ct_rate/shard_{k}" for k in shard_ids()]
+    return preprocessed_of(wildcards.dataset)
+
+
+def ct_rate_label_shards(wildcards):
+    return [f"results/labels/ct_rate/shard_{k}" for k in shard_ids(checkpoints.stage1_cases)]
 
 
 def label_shards(wildcards):
-    return [f"results/labels/ct_rate/shard_{k}" for k in shard_ids(checkpoints.stage1_cases)]
+    """A dataset's label-map shards: CT-RATE's over its Stage 1 case list, AbdomenAtlas's over every case."""
+    return (abdomen_label_shards if wildcards.dataset == "abdomen_atlas" else ct_rate_label_shards)(wildcards)
+
+
+def stage1_case_list(wildcards):
+    """The cases nnU-Net's export may take (it keeps the training split's labelled ones)."""
+    return STAGE1_CASES if wildcards.dataset == "ct_rate" else ABDOMEN_MANIFEST
 
 
 def launcher(stage):
@@ -138,44 +172,51 @@ def qc_tables():
 
 
 def needed_granularities():
-    """Stage 1 granularities the plan uses (labels are built only for these)."""
+    """Stage 1 granularities CT-RATE's plan uses (labels are built only for these)."""
     return list(PLAN.stage1) or ["C"]
 
 
 def stage2_init(wildcards):
     """Stage 2 of cls_none starts from scratch; cls_seg_X from Stage 1 of granularity X."""
-    d = stage2_init_dir(wildcards.init)
+    d = stage2_init_dir(wildcards.dataset, wildcards.init)
     return [d] if d else []
 
 
 def stage3_init(wildcards):
     """Where an experiment's encoder comes from: Stage 2, Stage 1, or nowhere (random init)."""
-    d = EXPERIMENTS[wildcards.experiment].init_dir
+    d = EXPERIMENTS[wildcards.experiment].init_dir(wildcards.dataset)
     return [d] if d else []
 
 
 TABLES = ["main", "table4_classification", "table5_ablations"] + (
-    ["table3_abdomen"] if config["abdomen_atlas"]["enabled"] else [])
+    ["table3_abdomen", "table4_classification_abdomen_atlas", "table5_ablations_abdomen_atlas"]
+    if "abdomen_atlas" in DATASETS else [])
 
 
 def abdomen_metrics():
-    return ["results/metrics/abdomen_atlas_reference.json"] if config["abdomen_atlas"]["enabled"] else []
+    return ["results/metrics/abdomen_atlas/reference.json"] if "abdomen_atlas" in DATASETS else []
 
 
 def run_stage2_dirs():
-    """Stage 2 runs of the plan (Table 4 and the experiments' initialisations)."""
-    return [r.dir for r in PLAN.stage2]
+    """Stage 2 runs of every dataset's plan (Table 4 and the experiments' initialisations)."""
+    return [d for plan in PLANS.values() for d in plan.stage2_dirs]
 
 
 def run_stage1_dirs():
-    """Stage 1 encoders of the plan."""
-    return [stage1_dir(g) for g in PLAN.stage1]
+    """Stage 1 encoders of every dataset's plan."""
+    return [d for plan in PLANS.values() for d in plan.stage1_dirs]
 
 
 def run_model_dirs():
-    """Every trained model folder behind the plan (training-curve figure)."""
+    """Every trained model folder behind CT-RATE's plan (training-curve figure)."""
     return PLAN.model_dirs
 
 
+def run_outputs(kind, dataset=None):
+    """Every planned experiment's file of one kind (reports, metrics) per dataset: results/<kind>/<d>/<name>."""
+    ext = {"reports": "parquet", "metrics": "json"}[kind]
+    return [f"results/{kind}/{d}/{name}.{ext}" for d in ([dataset] if dataset else DATASETS) for name in PLANS[d].names]
+
+
 def run_metrics():
-    return [f"results/metrics/{name}.json" for name in PLAN.names]
+    return run_outputs("metrics")

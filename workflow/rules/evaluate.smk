@@ -1,16 +1,16 @@
 rule evaluate:
     input:
-        reports="results/reports/{experiment}.parquet",
-        manifest=MANIFEST,
+        reports="results/reports/{dataset}/{experiment}.parquet",
+        manifest=training_manifest,
     output:
-        "results/metrics/{experiment}.json",
+        "results/metrics/{dataset}/{experiment}.json",
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("evaluate"),
     log:
-        "results/logs/evaluate/{experiment}.log",
+        "results/logs/evaluate/{dataset}/{experiment}.log",
     benchmark:
-        "results/benchmarks/evaluate/{experiment}.tsv"
+        "results/benchmarks/evaluate/{dataset}/{experiment}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -18,21 +18,21 @@ rule evaluate:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "uvlm --config {params.config} evaluate --reports {input.reports} --manifest {input.manifest} --out {output} > {log} 2>&1"
+        "uvlm --config {params.config} --dataset {wildcards.dataset} evaluate --reports {input.reports} --manifest {input.manifest} --out {output} > {log} 2>&1"
 
 
 rule baseline:
     input:
-        MANIFEST,
+        training_manifest,
     output:
-        "results/metrics/baseline_most_frequent.json",
+        "results/metrics/{dataset}/baseline_most_frequent.json",
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("baseline"),
     log:
-        "results/logs/evaluate/baseline.log",
+        "results/logs/evaluate/{dataset}/baseline.log",
     benchmark:
-        "results/benchmarks/baseline.tsv"
+        "results/benchmarks/baseline/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -40,7 +40,7 @@ rule baseline:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "uvlm --config {params.config} baseline --manifest {input} --out {output} > {log} 2>&1"
+        "uvlm --config {params.config} --dataset {wildcards.dataset} baseline --manifest {input} --out {output} > {log} 2>&1"
 
 
 rule abdomen_eval:
@@ -48,7 +48,7 @@ rule abdomen_eval:
         manifest=ABDOMEN_MANIFEST,
         labels=abdomen_label_shards,
     output:
-        "results/metrics/abdomen_atlas_reference.json",
+        "results/metrics/abdomen_atlas/reference.json",
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("abdomen-eval"),
@@ -72,9 +72,9 @@ rule reconcile:
         manifest=MANIFEST,
         unlisted=UNLISTED_VOLUMES,
         stage1_cases=STAGE1_CASES,
-        preprocessed=preprocessed_shards,
+        preprocessed=lambda wc: preprocessed_of("ct_rate"),
         pseudolabels=lambda wc: [d for s in config["pseudolabels"]["sources"] for d in pseudolabel_shards(s)],
-        labels=label_shards,
+        labels=ct_rate_label_shards,
     output:
         rejected="results/qc/rejected.csv",
         table="results/qc/reconciliation.csv",
@@ -101,7 +101,7 @@ rule reconcile:
 rule tables:
     input:
         metrics=run_metrics(),
-        baseline="results/metrics/baseline_most_frequent.json",
+        baseline="results/metrics/ct_rate/baseline_most_frequent.json",
         published="config/published.yaml",
         stage2=run_stage2_dirs(),
         abdomen=abdomen_metrics(),
@@ -130,11 +130,11 @@ rule tables:
 
 rule figures:
     input:
-        metrics=run_metrics(),
-        baseline="results/metrics/baseline_most_frequent.json",
+        metrics=run_outputs("metrics", "ct_rate"),
+        baseline="results/metrics/ct_rate/baseline_most_frequent.json",
         models=run_model_dirs(),
-        reports=expand("results/reports/{name}.parquet", name=PLAN.names),
-        preprocessed=preprocessed_shards,
+        reports=run_outputs("reports", "ct_rate"),
+        preprocessed=lambda wc: preprocessed_of("ct_rate"),
     output:
         "results/figures/per_class_f1.png",
         "results/figures/training_curves.png",

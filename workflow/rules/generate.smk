@@ -1,17 +1,17 @@
 rule generate:
     input:
-        manifest=MANIFEST,
+        manifest=training_manifest,
         preprocessed=preprocessed_shards,
-        model="results/models/stage3/{experiment}",
+        model="results/models/stage3/{dataset}/{experiment}",
     output:
-        "results/reports/{experiment}.parquet",
+        "results/reports/{dataset}/{experiment}.parquet",
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("generate"),
     log:
-        "results/logs/generate/{experiment}.log",
+        "results/logs/generate/{dataset}/{experiment}.log",
     benchmark:
-        "results/benchmarks/generate/{experiment}.tsv"
+        "results/benchmarks/generate/{dataset}/{experiment}.tsv"
     threads: config["threads"]
     resources:
         mem_mb=4000,
@@ -20,5 +20,5 @@ rule generate:
     conda:
         "../../envs/train.yaml"
     shell:
-        "uvlm --config {params.config} generate --manifest {input.manifest} --preprocessed {input.preprocessed} "
+        "uvlm --config {params.config} --dataset {wildcards.dataset} generate --manifest {input.manifest} --preprocessed {input.preprocessed} "
         "--model {input.model} --out {output} > {log} 2>&1"

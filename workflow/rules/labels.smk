@@ -71,6 +71,30 @@ rule abdomen_labels_shard:
         "--label-map {input.label_map} --out {output} > {log} 2>&1"
 
 
+rule abdomen_cases:
+    input:
+        manifest=ABDOMEN_MANIFEST,
+        labels=abdomen_label_shards,
+    output:
+        TRAINING_MANIFESTS["abdomen_atlas"],
+    params:
+        config=EFFECTIVE_CONFIG,
+        reads=step_reads("abdomen-cases"),
+    log:
+        "results/logs/abdomen_cases.log",
+    benchmark:
+        "results/benchmarks/abdomen_cases.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "uvlm --config {params.config} abdomen-cases --manifest {input.manifest} --labels {input.labels} --out {output} "
+        "> {log} 2>&1"
+
+
 rule abdomen_qc:
     input:
         abdomen_label_shards,

@@ -16,14 +16,15 @@ rule phase_data:
 
 rule phase_labels:
     input:
-        label_shards,
+        ct_rate_label_shards,
         qc_tables(),
         abdomen_outputs(),
+        [TRAINING_MANIFESTS[d] for d in DATASETS],
 
 
 rule phase_preprocess:
     input:
-        preprocessed_shards,
+        lambda wc: [s for d in DATASETS for s in preprocessed_of(d)],
 
 
 rule phase_stage1:
@@ -38,10 +39,10 @@ rule phase_stage2:
 
 rule phase_stage3:
     input:
-        "results/models/tokenizer/tokenizer.json",
-        expand("results/models/stage3/{name}", name=PLAN.names),
+        [f"results/models/tokenizer/{d}/tokenizer.json" for d in DATASETS],
+        [d for plan in PLANS.values() for e in plan.experiments for d in [e.stage3_dir(plan.dataset)]],
 
 
 rule phase_generate:
     input:
-        expand("results/reports/{name}.parquet", name=PLAN.names),
+        run_outputs("reports"),

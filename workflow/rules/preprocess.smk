@@ -1,15 +1,15 @@
 rule preprocess_shard:
     input:
-        MANIFEST,
+        ingest_manifest,
     output:
-        directory("results/preprocessed/ct_rate/shard_{shard}"),
+        directory("results/preprocessed/{dataset}/shard_{shard}"),
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("preprocess"),
     log:
-        "results/logs/preprocess/shard_{shard}.log",
+        "results/logs/preprocess/{dataset}/shard_{shard}.log",
     benchmark:
-        "results/benchmarks/preprocess_shard/shard_{shard}.tsv"
+        "results/benchmarks/preprocess_shard/{dataset}/shard_{shard}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -17,4 +17,4 @@ rule preprocess_shard:
     conda:
         "../../envs/data.yaml"
     shell:
-        "uvlm --config {params.config} preprocess --manifest {input} --shard {wildcards.shard} --out {output} > {log} 2>&1"
+        "uvlm --config {params.config} --dataset {wildcards.dataset} preprocess --manifest {input} --shard {wildcards.shard} --out {output} > {log} 2>&1"

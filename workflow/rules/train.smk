@@ -1,15 +1,15 @@
 rule tokenizer:
     input:
-        MANIFEST,
+        training_manifest,
     output:
-        "results/models/tokenizer/tokenizer.json",
+        "results/models/tokenizer/{dataset}/tokenizer.json",
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("tokenizer"),
     log:
-        "results/logs/tokenizer.log",
+        "results/logs/tokenizer/{dataset}.log",
     benchmark:
-        "results/benchmarks/tokenizer.tsv"
+        "results/benchmarks/tokenizer/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -17,22 +17,22 @@ rule tokenizer:
     conda:
         "../../envs/train.yaml"
     shell:
-        "uvlm --config {params.config} tokenizer --manifest {input} --out {output} > {log} 2>&1"
+        "uvlm --config {params.config} --dataset {wildcards.dataset} tokenizer --manifest {input} --out {output} > {log} 2>&1"
 
 
 rule nnunet_export:
     input:
-        manifest=STAGE1_CASES,
+        manifest=stage1_case_list,
         labels=label_shards,
     output:
-        directory("results/nnunet/raw/{granularity}"),
+        directory("results/nnunet/{dataset}/raw/{granularity}"),
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("nnunet-export"),
     log:
-        "results/logs/nnunet_export/{granularity}.log",
+        "results/logs/nnunet_export/{dataset}/{granularity}.log",
     benchmark:
-        "results/benchmarks/nnunet_export/{granularity}.tsv"
+        "results/benchmarks/nnunet_export/{dataset}/{granularity}.tsv"
     priority: 3
     threads: 1
     resources:
@@ -41,24 +41,24 @@ rule nnunet_export:
     conda:
         "../../envs/train.yaml"
     shell:
-        "uvlm --config {params.config} nnunet-export --manifest {input.manifest} --labels {input.labels} "
+        "uvlm --config {params.config} --dataset {wildcards.dataset} nnunet-export --manifest {input.manifest} --labels {input.labels} "
         "--granularity {wildcards.granularity} --out {output} > {log} 2>&1"
 
 
 rule stage1:
     input:
-        "results/nnunet/raw/{granularity}",
+        "results/nnunet/{dataset}/raw/{granularity}",
     output:
-        directory("results/models/stage1/seg_{granularity}"),
+        directory("results/models/stage1/{dataset}/seg_{granularity}"),
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("stage1"),
-        work="results/nnunet/work/{granularity}",
+        work="results/nnunet/{dataset}/work/{granularity}",
         launch=launcher("stage1"),
     log:
-        "results/logs/stage1/seg_{granularity}.log",
+        "results/logs/stage1/{dataset}/seg_{granularity}.log",
     benchmark:
-        "results/benchmarks/stage1/seg_{granularity}.tsv"
+        "results/benchmarks/stage1/{dataset}/seg_{granularity}.tsv"
     priority: 3  # the critical path (Stage 1 labels -> Stage 1 -> 2 -> 3) first
     threads: config["threads"]
     resources:
@@ -68,23 +68,23 @@ rule stage1:
     conda:
         "../../envs/train.yaml"
     shell:
-        "{params.launch}uvlm --config {params.config} stage1 --raw {input} --work {params.work} --out {output} > {log} 2>&1"
+        "{params.launch}uvlm --config {params.config} --dataset {wildcards.dataset} stage1 --raw {input} --work {params.work} --out {output} > {log} 2>&1"
 
 
 rule stage1_import:
     input:
         lambda wc: ancient(config["stage1"]["import_checkpoints"][wc.granularity]),
     output:
-        directory("results/models/stage1/seg_{granularity}"),
+        directory("results/models/stage1/{dataset}/seg_{granularity}"),
     wildcard_constraints:
         granularity=IMPORTED_GRANULARITIES,
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("stage1-import"),
     log:
-        "results/logs/stage1/import_seg_{granularity}.log",
+        "results/logs/stage1/{dataset}/import_seg_{granularity}.log",
     benchmark:
-        "results/benchmarks/stage1_import/seg_{granularity}.tsv"
+        "results/benchmarks/stage1_import/{dataset}/seg_{granularity}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -92,7 +92,7 @@ rule stage1_import:
     conda:
         "../../envs/train.yaml"
     shell:
-        "uvlm --config {params.config} stage1-import --checkpoint {input} --out {output} > {log} 2>&1"
+        "uvlm --config {params.config} --dataset {wildcards.dataset} stage1-import --checkpoint {input} --out {output} > {log} 2>&1"
 
 
 ruleorder: stage1_import > stage1
@@ -100,20 +100,20 @@ ruleorder: stage1_import > stage1
 
 rule stage2:
     input:
-        manifest=MANIFEST,
+        manifest=training_manifest,
         preprocessed=preprocessed_shards,
         init=stage2_init,
     output:
-        directory("results/models/stage2/cls_{init}"),
+        directory("results/models/stage2/{dataset}/cls_{init}"),
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("stage2"),
         init_arg=lambda w, input: f"--init {input.init}" if input.init else "",
         launch=launcher("stage2"),
     log:
-        "results/logs/stage2/cls_{init}.log",
+        "results/logs/stage2/{dataset}/cls_{init}.log",
     benchmark:
-        "results/benchmarks/stage2/cls_{init}.tsv"
+        "results/benchmarks/stage2/{dataset}/cls_{init}.tsv"
     priority: 2
     threads: config["threads"]
     resources:
@@ -123,27 +123,27 @@ rule stage2:
     conda:
         "../../envs/train.yaml"
     shell:
-        "{params.launch}uvlm --config {params.config} stage2 --manifest {input.manifest} --preprocessed {input.preprocessed} "
+        "{params.launch}uvlm --config {params.config} --dataset {wildcards.dataset} stage2 --manifest {input.manifest} --preprocessed {input.preprocessed} "
         "{params.init_arg} --out {output} > {log} 2>&1"
 
 
 rule stage3:
     input:
-        manifest=MANIFEST,
+        manifest=training_manifest,
         preprocessed=preprocessed_shards,
-        tokenizer="results/models/tokenizer/tokenizer.json",
+        tokenizer="results/models/tokenizer/{dataset}/tokenizer.json",
         init=stage3_init,
     output:
-        directory("results/models/stage3/{experiment}"),
+        directory("results/models/stage3/{dataset}/{experiment}"),
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("stage3"),
         init_arg=lambda w, input: f"--init {input.init}" if input.init else "",
         launch=launcher("stage3"),
     log:
-        "results/logs/stage3/{experiment}.log",
+        "results/logs/stage3/{dataset}/{experiment}.log",
     benchmark:
-        "results/benchmarks/stage3/{experiment}.tsv"
+        "results/benchmarks/stage3/{dataset}/{experiment}.tsv"
     threads: config["threads"]
     resources:
         mem_mb=8000,
@@ -152,6 +152,6 @@ rule stage3:
     conda:
         "../../envs/train.yaml"
     shell:
-        "{params.launch}uvlm --config {params.config} stage3 --manifest {input.manifest} --preprocessed {input.preprocessed} "
+        "{params.launch}uvlm --config {params.config} --dataset {wildcards.dataset} stage3 --manifest {input.manifest} --preprocessed {input.preprocessed} "
         "--tokenizer {input.tokenizer} {params.init_arg} --experiment {wildcards.experiment} "
         "--out {output} > {log} 2>&1"
