@@ -1,4 +1,5 @@
-"""DAG size at CT-RATE scale: `snakemake -n all` over a 50,188-volume manifest (paths only, no images).
+"""DAG size at CT-RATE and AbdomenAtlas scale: `snakemake -n all` over a 50,188-volume CT-RATE manifest and a
+9,262-case AbdomenAtlas 3.0 manifest (paths only, no images).
 
 Builds a work folder with the project's Snakefile/workflow/config, a fake CT-RATE root (only its
 folder must exist), a manifest of N volumes in shards of `shard_size` of which `--masks` training
@@ -6,9 +7,13 @@ volumes have ReXGroundingCT masks (the paper's 2,628), and the Stage 1 case list
 rule would write from it; then times the dry run of `config/ct_rate.yaml` (wall clock and peak memory of
 the snakemake process) and counts jobs per rule from its summary. It also reports the pseudo-labelling
 work: labeler jobs and labelled volumes now (Stage 1 cases only) and before (every training volume,
-one job per manifest shard and labeler, as the pipeline did up to commit cf4eba6).
+one job per manifest shard and labeler, as the pipeline did up to commit cf4eba6). With `--abdomen-cases`, the
+same dry run again with AbdomenAtlas enabled (its manifest written as its ingest would, sharded the same way)
+and going through every stage for the paper's 17 Table 5 rows, as the paper's AbdomenAtlas columns: the DAG
+of both datasets, its build time and memory.
 
-    python benchmarks/dag_scale.py [--volumes 50188] [--masks 2628] [--out benchmarks/results/dag_scale.json]
+    python benchmarks/dag_scale.py [--volumes 50188] [--masks 2628] [--abdomen-cases 9262]
+                                   [--out benchmarks/results/dag_scale.json]
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,7 +33,7 @@ import yaml
 
 from uvlm.config import with_defaults
 from uvlm.data.manifest import stage1_cases
-from uvlm.data.roots import CT_RATE_MANIFEST, STAGE1_CASES, UNLISTED_VOLUMES
+from uvlm.data.roots import ABDOMEN_MANIFEST, CT_RATE_MANIFEST, STAGE1_CASES, UNLISTED_VOLUMES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,10 +59,41 @@ def fake_manifest(n: int, shard_size: int, root: Path, masks: int) -> pd.DataFra
     return df
 
 
+def fake_abdomen_manifest(n: int, shard_size: int, root: Path) -> pd.DataFrame:
+    """AbdomenAtlas-shaped rows BDMAP_00000001..n, a 90/10 IID split by case, as ingest_abdomen writes them."""
+    cases = [f"BDMAP_{i:08d}" for i in range(1, n + 1)]
+    valid = set(np.random.default_rng(1).choice(n, size=round(0.1 * n), replace=False).tolist())
+    df = pd.DataFrame({"volume_name": cases, "split": ["valid" if i in valid else "train" for i in range(n)],
+                       "patient_id": cases, "image_path": [str(root / c / "ct.nii.gz") for c in cases],
+                       "image_exists": True, "seg_dir": [str(root / c / "segmentations") for c in cases],
+                       "report_text": "FINDINGS: ...", "has_report": True, "problems": ""})
+    df = df.sort_values(["split", "volume_name"]).reset_index(drop=True)
+    df["shard"] = np.arange(len(df)) // shard_size
+    return df
+
+
+def dry_run(work: Path, config: Path) -> tuple[dict[str, int], float, float]:
+    """(jobs per rule, seconds, peak GB of the snakemake process) of `snakemake -n all` in `work`."""
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", f"--configfile={config}", "all"]
+    # a wrapper process per dry run, so that its peak memory (RUSAGE_CHILDREN: the largest child) is this run's
+    wrapper = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+               "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+               "sys.exit(done.returncode)")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", wrapper, *cmd], cwd=work, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    out = done.stdout + done.stderr
+    if done.returncode != 0:
+        raise SystemExit(out[-3000:])
+    peak_gb = int(re.search(r"PEAK_KB (\d+)", done.stderr).group(1)) / 2**20
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", done.stdout, re.M)}, seconds, peak_gb
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--volumes", type=int, default=50188)
     ap.add_argument("--masks", type=int, default=2628, help="training volumes with ReXGroundingCT masks")
+    ap.add_argument("--abdomen-cases", type=int, default=9262, help="AbdomenAtlas cases (0: CT-RATE only)")
     ap.add_argument("--config", default=str(REPO / "config" / "ct_rate.yaml"))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "dag_scale.json"))
     a = ap.parse_args()
@@ -83,16 +118,19 @@ def main() -> None:
         manifest.to_parquet(work / CT_RATE_MANIFEST)
         cases.to_parquet(work / STAGE1_CASES)
         pd.DataFrame(columns=["volume_name", "file"]).to_csv(work / UNLISTED_VOLUMES, index=False)  # ingest's 2nd output
-        cmd = [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", f"--configfile={work / 'scale.yaml'}",
-               "all"]
-        start = time.perf_counter()
-        done = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    out = done.stdout + done.stderr
-    if done.returncode != 0:
-        raise SystemExit(out[-3000:])
-    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", out, re.M)}
+        jobs, seconds, peak_gb = dry_run(work, work / "scale.yaml")
+        both = {}
+        if a.abdomen_cases:
+            atlas = work / "AbdomenAtlas"
+            atlas.mkdir()
+            cfg["abdomen_atlas"].update(enabled=True, root=str(atlas), overrides={"evaluation": {"extractor": "llm"}})
+            (work / "both.yaml").write_text(yaml.safe_dump(cfg))
+            abdomen = fake_abdomen_manifest(a.abdomen_cases, cfg["shard_size"], atlas)
+            abdomen.to_parquet(work / ABDOMEN_MANIFEST)
+            both_jobs, both_s, both_gb = dry_run(work, work / "both.yaml")
+            both = {"abdomen_cases": a.abdomen_cases, "abdomen_shards": int(abdomen["shard"].max()) + 1,
+                    "dry_run_s": round(both_s, 1), "peak_rss_gb": round(both_gb, 2), "jobs_per_rule": both_jobs,
+                    "max_jobs_per_rule": max(v for k, v in both_jobs.items() if k != "total")}
     labelers = len(cfg["pseudolabels"]["sources"])
     train = manifest[manifest["split"] == "train"]
     result = {"volumes": a.volumes, "shards": int(manifest["shard"].max()) + 1, "config": Path(a.config).name,
@@ -104,7 +142,8 @@ def main() -> None:
                           "labeler_jobs": jobs.get("pseudolabel_shard", 0), "labelled_volumes": labelers * len(cases)},
                   "before": {"training_volumes": len(train), "shards": int(manifest["shard"].nunique()),
                              "labeler_jobs": labelers * int(manifest["shard"].nunique()),
-                             "labelled_volumes": labelers * len(train)}}}
+                             "labelled_volumes": labelers * len(train)}},
+              "with_abdomen_atlas": both}
     Path(a.out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 

@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 import yaml
 from micro_project import REPO, micro_config, project_copy
 from micro_project import run_snakemake as _snakemake
+
+from uvlm.labels.label_map import load_label_map
+from uvlm.labels.radgpt import detect_lesions
 
 pytestmark = pytest.mark.slow  # real Snakemake runs of the micro project
 
@@ -106,6 +110,16 @@ def test_micro_demo_runs_end_to_end(micro_run: Path) -> None:
     ours = t3[t3["method"].str.startswith("U-VLM Seg(C+L) Cls Rep, SC + Frz")]
     assert len(ours) == 1 and ours.filter(like=" F1").notna().all().all()
     assert "U-VLM Seg(C+L)" in set(t3["method"])  # the published row beside ours
+    # segmentation-based detection: our Stage 1 network on the same test cases, then the RadGPT rule
+    seg = t3[t3["method"].str.startswith("nnU-Net Seg(C+L), RadGPT rule on our Stage 1")]
+    assert len(seg) == 1 and seg.filter(like=" F1").notna().all().all()
+    detected = micro_run / "results" / "reports" / "abdomen_atlas" / "nnunet_seg_CL"
+    index = pd.read_parquet(detected / "index.parquet")
+    assert set(index["volume_name"]) == set(abdomen_reports["volume_name"])
+    label_map = load_label_map(REPO / "config" / "labels" / "abdomen.yaml", "CL")
+    for r in index.to_dict("records"):  # the labels are the rule on the saved prediction
+        found = detect_lesions(sitk.ReadImage(str(detected / "maps" / f"{r['volume_name']}.nii.gz")), label_map)
+        assert {k: v[0] for k, v in found.items()} == {k: r[k] for k in found}
     t5a = pd.read_csv(micro_run / "results" / "tables" / "table5_ablations_abdomen_atlas.csv")
     assert t5a["source"].dropna().str.endswith("seg_cl_cls_rep_sc").tolist() == [True]
     assert 0.62 in t5a["paper_f1"].tolist()  # the paper's AbdomenAtlas column
@@ -193,7 +207,8 @@ def test_training_rules_request_gpus_and_use_torchrun_for_several(micro_run: Pat
 
 
 def test_ct_rate_scale_dag_has_few_jobs_per_rule() -> None:
-    """A 50,188-volume manifest (paths only) builds its DAG with at most ~800 cluster jobs per rule
+    """A 50,188-volume manifest (paths only), and with it a 9,262-case AbdomenAtlas manifest, builds its DAG with
+    at most ~800 cluster jobs per rule
     (time and memory are measured by benchmarks/dag_scale.py, not asserted here)."""
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "dag_scale.py"), "--out", "/dev/null"],
                           capture_output=True, text=True, timeout=600)
@@ -209,6 +224,12 @@ def test_ct_rate_scale_dag_has_few_jobs_per_rule() -> None:
     assert result["pseudolabels"]["now"] == {"stage1_cases": 2628, "shards": 14, "labeler_jobs": 42,
                                              "labelled_volumes": 3 * 2628}
     assert jobs["pseudolabel_shard"] == 42 and jobs["labels_shard"] == 14
+    # with AbdomenAtlas 3.0's 9,262 cases (49 shards) through every stage for the same 17 rows, on its own models
+    both = result["with_abdomen_atlas"]
+    assert both["abdomen_cases"] == 9262 and both["abdomen_shards"] == 49 and both["max_jobs_per_rule"] <= 1000
+    more = {rule: n - jobs.get(rule, 0) for rule, n in both["jobs_per_rule"].items()}
+    assert (more["stage3"], more["generate"], more["evaluate"], more["stage2"], more["stage1"]) == (17, 17, 17, 4, 3)
+    assert (more["preprocess_shard"], more["abdomen_labels_shard"], more["seg_detect"]) == (49, 49, 2)
 
 
 def test_default_config_runs_on_a_public_files_only_ct_rate_copy(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ GRANULARITY_TITLES = {"C": "Seg(C)", "CL": "Seg(C+L)", "FL": "Seg(F+L)"}
 # decoder key -> (Table 5 "Dec." label, Hugging Face fine-tuning or None for our own decoder)
 DECODERS = {"own": ("0.1B", None), "hf_lora": ("Q4B-L", "lora"), "hf_full": ("Q4B-F", "full")}
 NO_STAGE1 = "none"  # the Stage 2 initialisation without Stage 1 (random encoder)
+NNUNET_MODEL = "nnunet_model"  # in a Stage 1 folder: the whole segmentation network as an nnU-Net model folder
 
 
 class ExperimentError(ValueError):

@@ -65,6 +65,8 @@ STEPS: dict[str, Step] = {
                               "experiments.{experiment}")),
     # generate
     "generate": Step("generate", (*RUN, "generate")),
+    "seg-detect": Step("generate", ("device", "threads", "on_volume_error", "abdomen_atlas.lesion_min_mm3"),
+                       ("config/labels",)),
     # report
     "evaluate": Step("report", ("seed", "evaluation"), ("config/prompts",)),
     "baseline": Step("report", ("seed", "evaluation"), ("config/prompts",)),

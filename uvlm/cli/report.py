@@ -76,7 +76,7 @@ def cmd_tables(a: argparse.Namespace, cfg: dict) -> None:
                                a.baseline, a.published, dataset_label(cfg), cfg["evaluation"]["extractor"])
     if "abdomen_atlas" in plans:
         write_abdomen_tables(a.out_dir, plans["abdomen_atlas"], a.metrics, a.stage2, a.published, a.abdomen,
-                             abdomen_label(cfg), a.views["abdomen_atlas"]["evaluation"]["extractor"])
+                             abdomen_label(cfg), a.views["abdomen_atlas"]["evaluation"]["extractor"], a.detections)
     print(main.read_text())
 
 

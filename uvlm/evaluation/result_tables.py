@@ -8,7 +8,7 @@ from pathlib import Path
 from uvlm.evaluation.claims import claims_section
 from uvlm.evaluation.paper_tables import table3, table4, table5
 from uvlm.evaluation.tables import main_table, write_table
-from uvlm.experiments import Plan
+from uvlm.experiments import GRANULARITY_TITLES, Plan
 
 MAIN_CAPTION = ("Table 2 layout. Paper rows: CT-RATE validation as published. Our rows: {label} validation split "
                 "(never read by training or model selection); ours is experiment '{main}'. Labels extracted "
@@ -26,7 +26,9 @@ TABLE5_CAPTION = ("Table 5 layout: report-generation ablations, each paper row o
 TABLE3_CAPTION = ("Table 3 layout: lesion detection on AbdomenAtlas 3.0, precision / recall / F1 in percent per "
                   "lesion class against the RadGPT labels derived from the masks. Our U-VLM rows: labels extracted "
                   "by the {extractor} extractor from the reports generated for the {label} test split (never read "
-                  "by training or model selection). Our rows that need no trained model: the extractor on the "
+                  "by training or model selection). Our nnU-Net rows: the RadGPT rule applied to the label maps "
+                  "our Stage 1 network predicts for the same test cases. Our rows that need no trained model: the "
+                  "extractor on the "
                   "reference reports (a check of the extractor) and the most frequent training label set, over "
                   "all labelled cases.")
 
@@ -62,13 +64,19 @@ def write_result_tables(out_dir: str | Path, plan: Plan, main_experiment: str, m
 
 
 def write_abdomen_tables(out_dir: str | Path, plan: Plan, metrics: list[str], stage2_dirs: list[str],
-                         published: str, reference: str, label: str, extractor: str) -> None:
-    """Write AbdomenAtlas's table3_abdomen (U-VLM rows from the plan's experiments, then the rows that need no
-    model, from `reference`) and the abdomen columns of Tables 4 and 5 (table4_classification_abdomen_atlas,
+                         published: str, reference: str, label: str, extractor: str,
+                         detections: list[str] = ()) -> None:
+    """Write AbdomenAtlas's table3_abdomen (U-VLM rows from the plan's experiments, segmentation-based rows from
+    `detections` (results/reports/<dataset>/nnunet_seg_<g>/), then the rows that need no model, from
+    `reference`) and the abdomen columns of Tables 4 and 5 (table4_classification_abdomen_atlas,
     table5_ablations_abdomen_atlas)."""
     out, ds = Path(out_dir), plan.dataset
     by_name = of_dataset(metrics, ds)
     ours = {f"U-VLM {e.title} ({e.name})": json.loads(by_name[e.name].read_text()) for e in plan.experiments}
+    for folder in map(Path, detections):
+        granularity = folder.name.removeprefix("nnunet_seg_")
+        title = f"nnU-Net {GRANULARITY_TITLES[granularity]}, RadGPT rule on our Stage 1 segmentation"
+        ours[title] = json.loads((folder / "metrics.json").read_text())
     ours.update(json.loads(Path(reference).read_text()))
     write_table(table3(published, ours, label), out / "table3_abdomen.csv", out / "table3_abdomen.md",
                 TABLE3_CAPTION.format(label=label, extractor=extractor))

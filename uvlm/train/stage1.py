@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
+from uvlm.experiments import NNUNET_MODEL
 from uvlm.io import atomic_dir, write_json
 from uvlm.models.encoder import EncoderConfig, save_encoder
 
@@ -174,6 +175,13 @@ def run_stage1(dataset_dir: str | Path, work_dir: str | Path, out_dir: str | Pat
             })
             _training_log(trainer).to_csv(partial / "training_log.csv", index=False)
             shutil.copyfile(pre / f"{PLANS_NAME}.json", partial / "plans.json")
+            # the whole segmentation network as an nnU-Net model folder, for segmentation-based detection
+            # (uvlm.labels.seg_detection): plans.json, dataset.json, fold_0/checkpoint_final.pth
+            model = partial / NNUNET_MODEL
+            (model / "fold_0").mkdir(parents=True)
+            shutil.copyfile(pre / f"{PLANS_NAME}.json", model / "plans.json")
+            shutil.copyfile(pre / "dataset.json", model / "dataset.json")
+            shutil.copyfile(Path(trainer.output_folder) / "checkpoint_final.pth", model / "fold_0" / "checkpoint_final.pth")
             progress = Path(trainer.output_folder) / "progress.png"
             if progress.is_file():
                 shutil.copyfile(progress, partial / "training_curve.png")

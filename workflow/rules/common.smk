@@ -17,6 +17,8 @@ from uvlm.data.roots import (
     UNLISTED_VOLUMES,
 )
 from uvlm.experiments import Plan, experiments, stage2_init_dir
+from uvlm.labels.label_map import load_label_map
+from uvlm.labels.radgpt import LESION_ORGANS
 from uvlm.io import write_json
 from uvlm.pseudolabel import GPU_BACKENDS
 from uvlm.pseudolabel.reference import qc_reference
@@ -195,6 +197,16 @@ TABLES = ["main", "table4_classification", "table5_ablations"] + (
 
 def abdomen_metrics():
     return ["results/metrics/abdomen_atlas/reference.json"] if "abdomen_atlas" in DATASETS else []
+
+
+def seg_detections():
+    """Table 3's segmentation-based rows: AbdomenAtlas's Stage 1 networks whose classes include the lesions."""
+    if "abdomen_atlas" not in DATASETS:
+        return []
+    label_map = config["abdomen_atlas"]["label_map"]
+    lesions = [g for g in PLANS["abdomen_atlas"].stage1
+               if set(LESION_ORGANS) <= {c.name for c in load_label_map(label_map, g).classes}]
+    return [f"results/reports/abdomen_atlas/nnunet_seg_{g}" for g in lesions]
 
 
 def run_stage2_dirs():

@@ -105,6 +105,7 @@ rule tables:
         published="config/published.yaml",
         stage2=run_stage2_dirs(),
         abdomen=abdomen_metrics(),
+        detections=seg_detections(),
     output:
         expand("results/tables/{table}.{ext}", table=TABLES, ext=("md", "csv")),
     params:
@@ -124,7 +125,8 @@ rule tables:
         "../../envs/evaluate.yaml"
     shell:
         "uvlm --config {params.config} tables --metrics {input.metrics} --stage2 {input.stage2} "
-        "--baseline {input.baseline} --published {input.published} {params.abdomen} --out-dir {params.out} "
+        "--baseline {input.baseline} --published {input.published} {params.abdomen} --detections {input.detections} "
+        "--out-dir {params.out} "
         "> {log} 2>&1"
 
 

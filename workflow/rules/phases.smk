@@ -46,3 +46,4 @@ rule phase_stage3:
 rule phase_generate:
     input:
         run_outputs("reports"),
+        seg_detections(),
