@@ -15,11 +15,11 @@ MAIN_CAPTION = ("Table 2 layout. Paper rows: CT-RATE validation as published. Ou
                 "from generated reports by the {extractor} extractor; F1/Prec./Rec. are macro means over the 18 "
                 "CT-RATE labels; BLEU is corpus BLEU on a 0-1 scale, the authors' way (case and punctuation "
                 "kept, pycocoevalcap Bleu(4)); CIs are 95% bootstrap intervals over reports.")
-TABLE4_CAPTION = ("Table 4 layout: Stage 2 classification by pretraining, the paper's CT-RATE numbers beside ours "
-                  "(macro F1/precision/recall at 0.5 on the {label} validation split; weights chosen by the "
+TABLE4_CAPTION = ("Table 4 layout: Stage 2 classification by pretraining, the paper's {paper} numbers beside ours "
+                  "(macro F1/precision/recall at 0.5 on the {label} scored split; weights chosen by the "
                   "smoothed AUC on a patient hold-out of the training split, shown as AUC (hold-out)).")
-TABLE5_CAPTION = ("Table 5 layout: report-generation ablations, each paper row once with the CT-RATE F1 and "
-                  "BLEU-mean it published beside ours ({label} validation split). SC = multi-layer "
+TABLE5_CAPTION = ("Table 5 layout: report-generation ablations, each paper row once with the {paper} F1 and "
+                  "BLEU-mean it published beside ours ({label} scored split). SC = multi-layer "
                   "(skip-connection) injection, Frz = frozen encoder, VT = visual tokens (the paper's count; ours "
                   "at our grid), Dec. = decoder (0.1B = ours, Q4B-L/F = Qwen3-4B LoRA / full fine-tuning). Empty "
                   "cells: not run.")
@@ -57,9 +57,9 @@ def write_result_tables(out_dir: str | Path, plan: Plan, main_experiment: str, m
                 footer=claims_section(list(plan.experiments), by_name, baseline))
     stage2 = {name: d / "metrics.json" for name, d in of_dataset(stage2_dirs, plan.dataset).items()}
     write_table(table4(published, list(plan.stage2), stage2, dataset), out / "table4_classification.csv",
-                out / "table4_classification.md", TABLE4_CAPTION.format(label=dataset))
+                out / "table4_classification.md", TABLE4_CAPTION.format(label=dataset, paper="CT-RATE"))
     write_table(table5(published, list(plan.experiments), by_name, dataset), out / "table5_ablations.csv",
-                out / "table5_ablations.md", TABLE5_CAPTION.format(label=dataset))
+                out / "table5_ablations.md", TABLE5_CAPTION.format(label=dataset, paper="CT-RATE"))
     return out / "main.md"
 
 
@@ -81,8 +81,9 @@ def write_abdomen_tables(out_dir: str | Path, plan: Plan, metrics: list[str], st
     write_table(table3(published, ours, label), out / "table3_abdomen.csv", out / "table3_abdomen.md",
                 TABLE3_CAPTION.format(label=label, extractor=extractor))
     stage2 = {name: d / "metrics.json" for name, d in of_dataset(stage2_dirs, ds).items()}
-    caption = " AbdomenAtlas 3.0 columns of the paper; the 3 lesion labels (RadGPT rule on the masks)."
+    caption = " The labels: the 3 lesion labels (RadGPT rule on the masks)."
+    paper = "AbdomenAtlas 3.0"
     write_table(table4(published, list(plan.stage2), stage2, label, ds), out / f"table4_classification_{ds}.csv",
-                out / f"table4_classification_{ds}.md", TABLE4_CAPTION.format(label=label) + caption)
+                out / f"table4_classification_{ds}.md", TABLE4_CAPTION.format(label=label, paper=paper) + caption)
     write_table(table5(published, list(plan.experiments), by_name, label, ds), out / f"table5_ablations_{ds}.csv",
-                out / f"table5_ablations_{ds}.md", TABLE5_CAPTION.format(label=label) + caption)
+                out / f"table5_ablations_{ds}.md", TABLE5_CAPTION.format(label=label, paper=paper) + caption)
