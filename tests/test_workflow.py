@@ -95,6 +95,8 @@ def test_micro_demo_runs_end_to_end(micro_run: Path) -> None:
     # ... and through the three stages on its own cases (its own Stage 1, Stage 2 with its 3 lesion labels)
     s2 = json.loads((models_dir / "stage2" / "abdomen_atlas" / "cls_seg_CL" / "config.json").read_text())
     assert s2["labels"] == ["liver_lesion", "kidney_lesion", "pancreatic_lesion"] and s2["label_set"] == "abdomen_atlas"
+    s2_chest = json.loads((models_dir / "stage2" / "ct_rate" / "cls_seg_CL" / "config.json").read_text())
+    assert len(s2_chest["labels"]) == 18 and s2_chest["label_set"] == "ct_rate"  # the label count follows the dataset
     s3 = json.loads((models_dir / "stage3" / "abdomen_atlas" / "seg_cl_cls_rep_sc" / "config.json").read_text())
     assert s3["init"].endswith("stage2/abdomen_atlas/cls_seg_CL")
     cases = pd.read_parquet(micro_run / "results" / "labels" / "abdomen_atlas_cases.parquet")
