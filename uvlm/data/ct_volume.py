@@ -19,7 +19,9 @@ the problem. Real collections are messy; what is checked here and why:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +189,23 @@ def holds_hu(info: dict) -> bool:
     """Whether the file on disk already holds what `load_ct` returns (HU, no padding to replace), so that
     tools reading files themselves (TotalSegmentator, nnU-Net) may read it directly."""
     return info["hu_correction"] == "none" and info["padding"] is None
+
+
+@contextlib.contextmanager
+def hu_file(image: sitk.Image, facts: dict, image_path: str | Path, folder: Path, case: str) -> Iterator[Path]:
+    """The file a tool that reads files itself (TotalSegmentator, nnU-Net) is given for a `load_ct` image: the
+    volume file when it already holds those HU, else a temporary HU copy in `folder` (removed afterwards).
+    A DICOM series folder always gets the copy."""
+    source = Path(image_path)
+    if holds_hu(facts) and source.is_file():
+        yield source
+        return
+    copy = folder / f"{case}.nii"
+    write_hu_image(image, copy)
+    try:
+        yield copy
+    finally:
+        copy.unlink(missing_ok=True)
 
 
 def write_hu_image(image: sitk.Image, path: str | Path) -> None:

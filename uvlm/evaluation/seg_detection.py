@@ -10,12 +10,13 @@ the step naming it ("fail"). metrics.json scores the labels against the cases' R
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import SimpleITK as sitk
 
-from uvlm.data.ct_volume import holds_hu, load_ct_row, write_hu_image
+from uvlm.data.ct_volume import hu_file, load_ct_row
 from uvlm.data.manifest import label_set
 from uvlm.evaluation.metrics import label_scores
 from uvlm.io import write_json
@@ -40,22 +41,15 @@ def detect_cases(rows: pd.DataFrame, model_dir: str | Path, label_map: LabelMap,
     def work(row: pd.Series, out: Path) -> dict:
         case = row["volume_name"]
         image, facts = load_ct_row(row)
-        source = Path(row["image_path"])
-        if not (holds_hu(facts) and source.name.endswith(".nii.gz")):  # the network reads files: give it HU
-            source = out / "hu" / f"{case}_0000.nii.gz"
-            write_hu_image(image, source)
         predicted = out / "maps" / f"{case}.nii.gz"
         predicted.parent.mkdir(parents=True, exist_ok=True)
-        network.predict(source, predicted, out)
-        if source.parent.name == "hu":
-            source.unlink()
+        with hu_file(image, facts, row["image_path"], out / ".hu", case) as source:  # the network reads files
+            network.predict(source, predicted, out)
         found = detect_lesions(sitk.ReadImage(str(predicted)), label_map, min_volume_mm3)
         return {**{k: label for k, (label, _) in found.items()}, **{f"{k}_mm3": v for k, (_, v) in found.items()}}
 
     def finalize(partial: Path) -> None:
-        hu = partial / "hu"
-        if hu.is_dir() and not any(hu.iterdir()):
-            hu.rmdir()
+        shutil.rmtree(partial / ".hu", ignore_errors=True)
         index = pd.read_parquet(partial / "index.parquet")
         scores = {}
         if len(index):  # the predicted labels of each segmented case against its RadGPT labels from the masks

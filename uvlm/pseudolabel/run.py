@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from uvlm.data.ct_volume import holds_hu, load_ct_row, write_hu_image
+from uvlm.data.ct_volume import hu_file, load_ct_row
 from uvlm.io import VolumeError, read_image, same_geometry, write_image, write_json
 from uvlm.pseudolabel.classical import CLASSES as CLASSICAL_CLASSES
 from uvlm.pseudolabel.classical import ClassicalConfig, label_image
@@ -131,14 +131,8 @@ def pseudolabel_shard(rows: pd.DataFrame, name: str, spec: dict, out_dir: str | 
         case = row["volume_name"]
         start = time.monotonic()
         image, facts = load_ct_row(row)  # the same checked HU volume preprocessing sees
-        copy = None if holds_hu(facts) else partial / ".hu" / f"{case}.nii"
-        if copy is not None:  # tools that read files get the harmonised volume too
-            write_hu_image(image, copy)
-        try:
-            path = labeler.write(case, str(copy or row["image_path"]), image, partial)
-        finally:
-            if copy is not None:
-                copy.unlink(missing_ok=True)
+        with hu_file(image, facts, row["image_path"], partial / ".hu", case) as source:
+            path = labeler.write(case, str(source), image, partial)  # tools reading files get the HU volume too
         labels = read_image(path, case)
         diffs = same_geometry(labels, image)
         if diffs:

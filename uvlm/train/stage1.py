@@ -176,7 +176,7 @@ def run_stage1(dataset_dir: str | Path, work_dir: str | Path, out_dir: str | Pat
             _training_log(trainer).to_csv(partial / "training_log.csv", index=False)
             shutil.copyfile(pre / f"{PLANS_NAME}.json", partial / "plans.json")
             # the whole segmentation network as an nnU-Net model folder, for segmentation-based detection
-            # (uvlm.labels.seg_detection): plans.json, dataset.json, fold_0/checkpoint_final.pth
+            # (uvlm.evaluation.seg_detection): plans.json, dataset.json, fold_0/checkpoint_final.pth
             model = partial / NNUNET_MODEL
             (model / "fold_0").mkdir(parents=True)
             shutil.copyfile(pre / f"{PLANS_NAME}.json", model / "plans.json")
