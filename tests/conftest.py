@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from hospital_data import hospital_entry, write_hospital
 from micro_project import micro_config, project_copy, run_snakemake
 
 from uvlm.cli.main import RECORD_READS
@@ -82,7 +83,8 @@ def micro_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     beside it, never change its results. Every `uvlm` call records the config keys it read and the modules
     it loaded in config_reads.jsonl (tests/test_steps.py)."""
     workdir = project_copy(tmp_path_factory.mktemp("workflow"))
-    cfg = micro_config(workdir)
+    hospital = write_hospital(workdir / "hospital")  # your own data: a CSV with NIfTI and DICOM cases
+    cfg = micro_config(workdir, {"csv_datasets": {"hospital": hospital_entry(hospital)}})
     res = run_snakemake(workdir, "--cores", "2", f"--configfile={cfg}", "all",
                         env={RECORD_READS: str(workdir / "config_reads.jsonl")})
     assert res.returncode == 0, res.stderr[-4000:]

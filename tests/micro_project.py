@@ -26,11 +26,11 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 900,
 MICRO_CONFIG = REPO / ".test" / "config" / "micro.yaml"  # the micro project's overrides of the demo config
 
 
-def micro_config(workdir: Path) -> Path:
-    """The micro project's config in full (.test/config/micro.yaml over the defaults) at workdir/micro.yaml:
-    tests read and change its nested keys."""
+def micro_config(workdir: Path, extra: dict | None = None) -> Path:
+    """The micro project's config in full (.test/config/micro.yaml, then `extra`, over the defaults) at
+    workdir/micro.yaml: tests read and change its nested keys."""
     path = workdir / "micro.yaml"
-    path.write_text(yaml.safe_dump(with_defaults(yaml.safe_load(MICRO_CONFIG.read_text()))))
+    path.write_text(yaml.safe_dump(with_defaults({**yaml.safe_load(MICRO_CONFIG.read_text()), **(extra or {})})))
     return path
 
 

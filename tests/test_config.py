@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from uvlm.config import REPO_ROOT, ConfigError, check_extractor, load_config, validate_config, with_defaults
+from uvlm.config import (
+    REPO_ROOT,
+    ConfigError,
+    check_extractor,
+    dataset_view,
+    load_config,
+    trained_datasets,
+    validate_config,
+    with_defaults,
+)
 from uvlm.experiments import Plan, experiments, table5_key
 
 
@@ -51,6 +60,77 @@ def test_ct_rate_config_is_the_papers_table5_and_table4(tmp_path: Path) -> None:
     assert none_rep.frozen and none_rep.init_dir("ct_rate") is None  # a frozen random encoder
 
 
+def test_abdomen_atlas_config_is_the_papers_abdomen_columns(tmp_path: Path) -> None:
+    """config/abdomen_atlas.yaml over config/ct_rate.yaml: AbdomenAtlas trains every paper row that has an
+    AbdomenAtlas value, its own Stage 1 (C, C+L, F+L) and Table 4 runs, scored by an LLM as the paper; left
+    on CT-RATE's RadBERT, the config is refused before any job."""
+    cfg = with_defaults(yaml.safe_load((REPO_ROOT / "config" / "abdomen_atlas.yaml").read_text()),
+                        ct_rate_config(tmp_path))
+    validate_config(cfg)
+    assert trained_datasets(cfg) == ["ct_rate", "abdomen_atlas"]
+    view = dataset_view(cfg, "abdomen_atlas")
+    plan = Plan.from_config(view, "abdomen_atlas")
+    paper = yaml.safe_load((REPO_ROOT / "config" / "published.yaml").read_text())["rep_table5"]
+    assert [e.row_key() for e in plan.experiments] == [
+        table5_key(r["seg"], r["cls"], r["sc"], r["frz"], r["ref_stage"], r["decoder"]) for r in paper
+        if "abdomen_atlas" in r]
+    main = next(e for e in plan.experiments if e.name == view["main_experiment"])
+    assert main.row_key() == table5_key("CL", True, True, True, -1, "own")  # F1 0.624, BLEU-mean 0.437
+    assert plan.stage1 == ("C", "CL", "FL") and len(plan.stage2) == 4
+    assert view["evaluation"]["extractor"] == "llm" and view["preprocess"]["grid"] == [192, 256, 256]
+    assert all(d.startswith("results/models/stage") and "/abdomen_atlas/" in d for d in plan.model_dirs)
+    del cfg["abdomen_atlas"]["overrides"]["evaluation"]
+    with pytest.raises(ConfigError, match=r"abdomen_atlas \(config key 'abdomen_atlas/overrides'.*radbert classifies "
+                                          r"CT-RATE's 18 labels, not label set 'abdomen_atlas'"):
+        validate_config(cfg)
+
+
+def _with_csv(source: dict, overrides: dict | None = None) -> dict:
+    cfg = load_config()
+    cfg["csv_datasets"] = {"clinic": {"source": {"csv": "cases.csv", **source},
+                                      "overrides": overrides or {"run": ["none_rep"], "main_experiment": "none_rep",
+                                                                 "stage2_runs": []}}}
+    return cfg
+
+
+@pytest.mark.parametrize(("source", "overrides", "message"), [
+    ({"labels": ["a"]}, None, r"rules has no rules for label set 'clinic'"),
+    ({"labels": ["a"], "label_set": "abdomen_atlas"}, None,
+     r"rules of label set 'abdomen_atlas' extract \['liver_lesion', 'kidney_lesion', 'pancreatic_lesion'\], not \['a'\]"),
+    ({"labels": ["a"], "label_set": "clinic"}, {"run": ["none_rep"], "main_experiment": "none_rep",
+                                                 "stage2_runs": [], "evaluation": {"extractor": "llm"}},
+     r"llm needs the prompt config/prompts/clinic_v1.md"),
+    ({"labels": ["liver_lesion", "kidney_lesion", "pancreatic_lesion"], "label_set": "abdomen_atlas"},
+     {"run": ["seg_cl_cls_rep_sc"], "main_experiment": "seg_cl_cls_rep_sc", "stage2_runs": []},
+     r"csv_datasets/clinic/source has no masks .* Stage 1 CL"),
+    ({"labels": ["liver_lesion", "kidney_lesion", "pancreatic_lesion"], "label_set": "abdomen_atlas",
+      "mask_column": "masks"}, None, r"csv_datasets/clinic/source: mask_column and label_map go together"),
+])
+def test_a_csv_dataset_is_checked_before_any_job(source: dict, overrides: dict | None, message: str) -> None:
+    """Your own dataset's entry: the extractor must know its label set, Stage 1 needs masks, the reader's keys
+    agree; each message names the dataset and the key."""
+    with pytest.raises(ConfigError, match=r"clinic \(config key 'csv_datasets/clinic/overrides' over the rest\): .*"
+                                          + message):
+        validate_config(_with_csv(source, overrides))
+
+
+def test_a_csv_dataset_with_a_known_label_set_is_a_trained_dataset() -> None:
+    cfg = _with_csv({"labels": ["liver_lesion", "kidney_lesion", "pancreatic_lesion"], "label_set": "abdomen_atlas",
+                     "mask_column": "masks", "label_map": "config/labels/abdomen.yaml"},
+                    {"run": ["seg_cl_cls_rep_sc"], "main_experiment": "seg_cl_cls_rep_sc", "stage2_runs": [],
+                     "stage3": {"steps": 7}})
+    validate_config(cfg)
+    assert trained_datasets(cfg) == ["ct_rate", "abdomen_atlas", "clinic"]
+    view = dataset_view(cfg, "clinic")
+    assert view["stage3"]["steps"] == 7 and view["stage3"]["lr"] == cfg["stage3"]["lr"]  # key by key
+    assert Plan.from_config(view, "clinic").stage1_dirs == ["results/models/stage1/clinic/seg_CL"]
+    with pytest.raises(ConfigError, match=r"unknown dataset 'elsewhere' \(known: ct_rate, abdomen_atlas, clinic\)"):
+        dataset_view(cfg, "elsewhere")
+    cfg["csv_datasets"]["ct_rate"] = cfg["csv_datasets"]["clinic"]
+    with pytest.raises(ConfigError, match="csv_datasets"):  # a name of its own, not a built-in dataset's
+        validate_config(cfg)
+
+
 def test_experiment_needs_are_said_once() -> None:
     exps = experiments(load_config())
     sc = exps["seg_cl_cls_rep_sc"]
@@ -86,7 +166,9 @@ def test_bad_experiments_fail_naming_the_experiment_and_key(mutate, message: str
     (lambda c: c["experiments"]["none_rep"].update(visual_tokens=500),
      "experiment 'none_rep': key 'visual_tokens' = 500"),
     (lambda c: c["experiments"]["none_rep"].update(decoder="gpt5"), "['experiments']['none_rep']['decoder']"),
-    (lambda c: c["evaluation"].update(extractor="radbert"), "'evaluation/radbert/model_dir' = ''"),
+    (lambda c: (c["evaluation"].update(extractor="radbert"),  # CT-RATE's; AbdomenAtlas keeps the rules
+                c["abdomen_atlas"]["overrides"].update(evaluation={"extractor": "rules"})),
+     "'evaluation/radbert/model_dir' = ''"),
 ])
 def test_bad_config_fails_before_any_job(tmp_path: Path, mutate, message: str) -> None:
     """Snakemake stops while reading the config, naming the experiment and the key (or the RadBERT

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import locale
-import random
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from dicom_writer import ORIGIN, SERIES, SPACING, write_dicom_series
 
 from uvlm.data.csv_manifest import BASE_COLUMNS, CsvDatasetConfig, CsvManifestError, ingest_csv
 from uvlm.data.ct_volume import load_ct
 from uvlm.data.manifest import label_set
 from uvlm.io import VolumeError, read_header, read_image
-
-SPACING = (0.7, 0.8, 2.5)  # (x, y, z) mm
-ORIGIN = (-10.0, -20.0, 30.0)
-STUDY = "1.2.826.0.1.3680043.8.498.1"
-SERIES = "1.2.826.0.1.3680043.8.498.1.1"
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"  # else GDCM writes Secondary Capture, which has no PixelSpacing
 
 
 def phantom(seed: int = 0, shape: tuple[int, int, int] = (10, 24, 20)) -> np.ndarray:
@@ -33,46 +25,6 @@ def phantom(seed: int = 0, shape: tuple[int, int, int] = (10, 24, 20)) -> np.nda
     bone = ((y - h / 2) / (h * 0.1)) ** 2 + ((x - w / 2) / (w * 0.1)) ** 2 < 1
     hu = np.where(body, 40, -1000) + np.where(bone, 660, 0) + rng.integers(-20, 21, shape)
     return hu.astype(np.int16)
-
-
-def write_dicom_series(folder: Path, hu: np.ndarray, series: str = SERIES, spacing=SPACING, origin=ORIGIN,
-                       skip: tuple[int, ...] = ()) -> list[Path]:
-    """One CT slice per file, stored as HU + 1024 with RescaleIntercept -1024, in shuffled name order."""
-    folder.mkdir(parents=True, exist_ok=True)
-    img = sitk.GetImageFromArray(hu)  # hu: (D, H, W) -> image (x, y, z)
-    img.SetSpacing(spacing)
-    img.SetOrigin(origin)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    order = [k for k in range(hu.shape[0]) if k not in skip]
-    random.Random(1).shuffle(order)  # file names must not give the slice order away
-    paths = []
-    for n, k in enumerate(order):
-        sl = img[:, :, k]
-        z = origin[2] + k * spacing[2]
-        tags = {"0008|0060": "CT", "0008|0016": CT_IMAGE_STORAGE, "0020|000d": STUDY, "0020|000e": series,
-                "0020|0032": f"{origin[0]}\\{origin[1]}\\{z}", "0020|0037": "1\\0\\0\\0\\1\\0",
-                "0028|0030": f"{spacing[1]}\\{spacing[0]}", "0018|0050": str(spacing[2]),
-                "0020|0013": str(k + 1), "0028|1052": "-1024", "0028|1053": "1"}
-        for tag, value in tags.items():
-            sl.SetMetaData(tag, value)
-        # ITK's DICOM writer takes the voxels as real-world values: it stores (HU - intercept) / slope.
-        paths.append(folder / f"IM{n:04d}.dcm")
-        writer.SetFileName(str(paths[-1]))
-        with keep_locale():
-            writer.Execute(sl)
-    return paths
-
-
-@contextlib.contextmanager
-def keep_locale():
-    """GDCM's DICOM writer sets the C locale for the whole process, after which Python reads text files as
-    ASCII (later tests failed on config/labels/*.yaml); put the locale back."""
-    saved = locale.setlocale(locale.LC_ALL)
-    try:
-        yield
-    finally:
-        locale.setlocale(locale.LC_ALL, saved)
 
 
 def write_nifti(path: Path, hu: np.ndarray) -> Path:
@@ -172,39 +124,41 @@ def hospital(tmp_path: Path) -> Path:
     root = tmp_path / "hospital"
     write_nifti(root / "nifti" / "a.nii.gz", phantom(0))
     write_dicom_series(root / "dicom" / "b", phantom(1))
-    (root / "masks").mkdir(parents=True)
-    (root / "masks" / "a_mask.nii.gz").write_bytes(b"x")
+    (root / "masks" / "a").mkdir(parents=True)  # a's mask folder (its per-class files are the label step's)
+    (root / "masks" / "e").write_bytes(b"x")  # a file where a folder should be
     return write_csv(root / "cases.csv", [
         row(" d ", "p3", "Test", "nifti/missing.nii.gz", "Liver lesion.", liver="1", mask=""),
-        row("a", "p1", "train", "nifti/a.nii.gz", "  Liver lesion seen.  ", liver="1.0", mask="masks/a_mask.nii.gz"),
-        row("b", "p2", "val", str(root / "dicom" / "b"), "Kidney cyst.", kidney="1", mask="masks/b_mask.nii.gz"),
+        row("a", "p1", "train", "nifti/a.nii.gz", "  Liver lesion seen.  ", liver="1.0", mask="masks/a"),
+        row("b", "p2", "val", str(root / "dicom" / "b"), "Kidney cyst.", kidney="1", mask="masks/b"),
         row("c", "p1", "train", "nifti/a.nii.gz", "", liver="", kidney="NaN", mask=""),
+        row("e", "p4", "train", "nifti/a.nii.gz", "Normal.", mask="masks/e"),
     ])
 
 
 def test_manifest_columns_types_paths_and_problems(hospital: Path) -> None:
-    cfg = CsvDatasetConfig(csv=str(hospital), labels=LABELS, mask_column="mask")
+    cfg = CsvDatasetConfig(csv=str(hospital), labels=LABELS, mask_column="mask", label_map="config/labels/abdomen.yaml")
     df = ingest_csv(cfg, shard_size=2, name="hospital")
     root = hospital.parent
     assert list(df.columns) == [*BASE_COLUMNS[:8], *LABELS, *BASE_COLUMNS[8:]]
     assert label_set(df) == ("hospital", list(LABELS))  # the label set Stage 2 and scoring read
     # sorted by (split, name); "Test" and "val" both mean the scored split "valid"
     assert list(zip(df["split"], df["volume_name"], strict=True)) == [
-        ("train", "a"), ("train", "c"), ("valid", "b"), ("valid", "d")]
-    assert list(df["shard"]) == [0, 0, 1, 1]
+        ("train", "a"), ("train", "c"), ("train", "e"), ("valid", "b"), ("valid", "d")]
+    assert list(df["shard"]) == [0, 0, 1, 1, 2]
     r = df.set_index("volume_name")
     assert r.loc["a", "image_path"] == str(root / "nifti" / "a.nii.gz") and Path(r.loc["a", "image_path"]).is_absolute()
     assert r.loc["b", "image_path"] == str(root / "dicom" / "b")
     assert r.loc["d", "image_path"] == ""
-    assert r["image_exists"].to_dict() == {"a": True, "b": True, "c": True, "d": False}
-    assert r["has_report"].to_dict() == {"a": True, "b": True, "c": False, "d": True}
+    assert r["image_exists"].to_dict() == {"a": True, "b": True, "c": True, "d": False, "e": True}
+    assert r["has_report"].to_dict() == {"a": True, "b": True, "c": False, "d": True, "e": True}
     assert r.loc["a", "report_text"] == "Liver lesion seen." and r.loc["c", "report_text"] == ""
-    assert r["labels_known"].to_dict() == {"a": True, "b": True, "c": False, "d": True}
-    assert r["Liver lesion"].to_dict() == {"a": 1, "b": 0, "c": 0, "d": 1}
-    assert r["Kidney cyst"].to_dict() == {"a": 0, "b": 1, "c": 0, "d": 0}
-    assert r.loc["a", "mask_path"] == str(root / "masks" / "a_mask.nii.gz") and r.loc["b", "mask_path"] == ""
+    assert r["labels_known"].to_dict() == {"a": True, "b": True, "c": False, "d": True, "e": True}
+    assert r["Liver lesion"].to_dict() == {"a": 1, "b": 0, "c": 0, "d": 1, "e": 0}
+    assert r["Kidney cyst"].to_dict() == {"a": 0, "b": 1, "c": 0, "d": 0, "e": 0}
+    assert r.loc["a", "seg_dir"] == str(root / "masks" / "a") and r.loc["b", "seg_dir"] == r.loc["e", "seg_dir"] == ""
     assert r.loc["a", "problems"] == ""
-    assert r.loc["b", "problems"] == f"mask missing: {root / 'masks' / 'b_mask.nii.gz'}"
+    assert r.loc["b", "problems"] == f"mask folder missing: {root / 'masks' / 'b'}"
+    assert r.loc["e", "problems"] == f"masks not a folder: {root / 'masks' / 'e'}"
     assert r.loc["c", "problems"] == "no report; labels not given: Liver lesion, Kidney cyst"
     assert r.loc["d", "problems"] == f"image missing: {root / 'nifti' / 'missing.nii.gz'}"
     assert r.loc["d", "patient_id"] == "p3"
@@ -214,7 +168,7 @@ def test_manifest_columns_types_paths_and_problems(hospital: Path) -> None:
         assert df[col].dtype == bool
     for col in ("xy_spacing", "z_spacing", "rescale_intercept", "rescale_slope"):
         assert df[col].dtype == np.float64 and df[col].isna().all()
-    for col in ("volume_name", "split", "patient_id", "image_path", "mask_path", "report_text", "problems"):
+    for col in ("volume_name", "split", "patient_id", "image_path", "seg_dir", "report_text", "problems"):
         assert all(isinstance(v, str) for v in df[col]), col
 
 
@@ -225,12 +179,12 @@ def test_no_labels_no_masks_and_base_dir(hospital: Path, tmp_path: Path) -> None
     cfg = CsvDatasetConfig.from_config({"csv": str(moved), "base_dir": str(hospital.parent)})
     df = ingest_csv(cfg, shard_size=10)
     assert df["image_exists"].all() and df["labels_known"].all() and (df["problems"] == "").all()
-    assert (df["mask_path"] == "").all() and list(df["shard"]) == [0, 0]
+    assert (df["seg_dir"] == "").all() and list(df["shard"]) == [0, 0]
     assert "Liver lesion" not in df.columns  # only the configured label set becomes columns
 
 
 def test_manifest_row_loads_the_dicom_case(hospital: Path) -> None:
-    df = ingest_csv(CsvDatasetConfig(csv=str(hospital), labels=LABELS, mask_column="mask"), shard_size=2)
+    df = ingest_csv(CsvDatasetConfig(csv=str(hospital), labels=LABELS), shard_size=2)
     b = df.set_index("volume_name").loc["b"]
     img, _ = load_ct(b["image_path"], "b", b["rescale_intercept"], b["rescale_slope"])
     np.testing.assert_array_equal(sitk.GetArrayFromImage(img), phantom(1).astype(np.float32))
@@ -248,6 +202,8 @@ def test_from_config_rejects_unknown_keys_and_takes_lists() -> None:
     cfg = CsvDatasetConfig.from_config({"csv": "x.csv", "labels": ["A", "B"], "split_values": {"tr": "train"}})
     assert cfg.labels == ("A", "B") and cfg.split_values == {"tr": "train"}
     assert CsvDatasetConfig(csv="x.csv").split_values["test"] == "valid"
+    with pytest.raises(ValueError, match="mask_column and label_map go together"):
+        CsvDatasetConfig.from_config({"csv": "x.csv", "mask_column": "masks"})
 
 
 def _bad(rows: list[dict], drop: str = "") -> list[dict]:
@@ -276,6 +232,6 @@ def test_errors_name_the_csv_and_the_offender(tmp_path: Path, rows: list[dict], 
 def test_missing_mask_column_and_missing_csv_are_errors(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "cases.csv", [row("a", "p1")])
     with pytest.raises(CsvManifestError, match=r"missing columns \['mask'\]"):
-        ingest_csv(CsvDatasetConfig(csv=str(path), mask_column="mask"), shard_size=4)
+        ingest_csv(CsvDatasetConfig(csv=str(path), mask_column="mask", label_map="m.yaml"), shard_size=4)
     with pytest.raises(CsvManifestError, match="CSV not found"):
         ingest_csv(CsvDatasetConfig(csv=str(tmp_path / "nope.csv")), shard_size=4)

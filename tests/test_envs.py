@@ -194,7 +194,7 @@ def test_the_data_environment_runs_its_rules_without_torch(tmp_path: Path) -> No
                           env={**os.environ, "PATH": bin_path, "OMP_NUM_THREADS": "1"})
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
-    for rule in ("demo_data", "ingest", "preprocess_shard", "demo_abdomen", "ingest_abdomen", "abdomen_labels_shard",
+    for rule in ("demo_data", "ingest", "preprocess_shard", "demo_abdomen", "ingest_abdomen", "mask_labels_shard",
                  "abdomen_qc"):
         assert f"rule {rule}:" in out or f"checkpoint {rule}:" in out, rule
     assert (project / "results" / "preprocessed" / "ct_rate" / "shard_0" / "index.parquet").is_file()

@@ -19,6 +19,7 @@ import yaml
 from micro_project import REPO, STEP_CALL
 from micro_project import run_snakemake as _snakemake
 
+from uvlm.config import overrides_key
 from uvlm.dvc_stages import render
 from uvlm.step_code import _module_imports, module_file, modules_of, step_modules
 from uvlm.steps import STEPS, covered, keys, rule_name
@@ -138,11 +139,13 @@ CHANGES: list[dict] = [
     {"evaluation.bootstrap_resamples": 999}, {"evaluation.extractor": "llm"}, {"main_experiment": "none_rep"},
     {"run": ["none_rep", "seg_cl_cls_rep_ft", "seg_cl_cls_rep_vt144", "seg_cl_cls_rep", "seg_cl_cls_rep_sc"]},
     {"stage2_runs": ["CL", "none"]}, {"experiments.none_rep.title": "None Rep (renamed)"},
+    {"csv_datasets.hospital.source.split_values": {"train": "train", "test": "valid", "valid": "valid", "tr": "train"}},
+    {"csv_datasets.hospital.overrides.generate": {"max_new_tokens": 7}},
 ]
 # Declared keys no change above makes, and why: they name the data (a rule input: another folder is
 # another input set) or the QC reference (another reference is another set of QC inputs).
 NOT_CHANGED = {"ct_rate_root", "abdomen_atlas.root", "pseudolabels.reference"}
-CHECKPOINTS = ("ingest", "stage1_cases", "ingest_abdomen")
+CHECKPOINTS = ("ingest", "stage1_cases", "ingest_abdomen", "ingest_csv")
 
 
 def _jobs(text: str) -> list[dict]:
@@ -161,15 +164,14 @@ def _job_id(job: dict) -> tuple:
     return job["rule"], tuple(sorted(job["wildcards"].items()))
 
 
-OVERRIDES = "abdomen_atlas.overrides."
-
-
 def _in_view(changed: list[str], job: dict) -> list[str]:
-    """The changed keys as the job's step sees them: AbdomenAtlas's steps read `abdomen_atlas.overrides.K` as K
-    (uvlm.config.dataset_view), other steps do not see it."""
-    if job["wildcards"].get("dataset") == "abdomen_atlas":
-        return [c.removeprefix(OVERRIDES) for c in changed]
-    return [c for c in changed if not c.startswith(OVERRIDES)] if "dataset" in job["wildcards"] else changed
+    """The changed keys as the job's step sees them: a dataset's steps read `<its overrides>.K` as K
+    (uvlm.config.dataset_view: abdomen_atlas.overrides, csv_datasets.<name>.overrides), other datasets' steps
+    do not see it."""
+    if "dataset" not in job["wildcards"]:
+        return changed
+    own = overrides_key(job["wildcards"]["dataset"]) + "." if job["wildcards"]["dataset"] != "ct_rate" else "-"
+    return [c.removeprefix(own) for c in changed if c.startswith(own) or ".overrides." not in c]
 
 
 def _touches(reads: list[str], changed: list[str]) -> bool:
@@ -186,12 +188,13 @@ def _really_reads(job: dict, records: list[dict]) -> list[str]:
 
 def test_every_declared_key_is_changed_by_the_dry_run_test() -> None:
     names = {"experiment": ["none_rep"], "labeler": ["classical", "truth"], "granularity": ["CL"],
-             "dataset": ["ct_rate", "abdomen_atlas"]}
+             "dataset": ["ct_rate", "abdomen_atlas", "hospital"]}
     changed = [k for change in CHANGES for k in change]
     for step in STEPS.values():
         for key in step.reads:
             wild = re.findall(r"\{(\w+)\}", key)
-            filled = [key.format(**{w: v}) for w in wild for v in names[w]] if wild else [key]
+            values = {w: ["hospital"] if key.startswith("csv_datasets.") else names[w] for w in wild}  # CSV only
+            filled = [key.format(**{w: v}) for w in wild for v in values[w]] if wild else [key]
             for k in filled:
                 assert k in NOT_CHANGED or any(covered(c, [k]) or covered(k, [c]) for c in changed), k
 

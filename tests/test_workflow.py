@@ -16,6 +16,7 @@ import yaml
 from micro_project import REPO, micro_config, project_copy
 from micro_project import run_snakemake as _snakemake
 
+from uvlm.data.abdomen_atlas import META_CSV, SPLIT_FILES
 from uvlm.labels.label_map import load_label_map
 from uvlm.labels.radgpt import detect_lesions
 
@@ -127,6 +128,42 @@ def test_micro_demo_runs_end_to_end(micro_run: Path) -> None:
     assert 0.62 in t5a["paper_f1"].tolist()  # the paper's AbdomenAtlas column
 
 
+def test_your_own_csv_dataset_goes_through_every_stage(micro_run: Path) -> None:
+    """The hospital of tests/hospital_data.py (a CSV naming NIfTI files and DICOM series folders, reports,
+    0/1 labels, mask folders), configured as a `csv_datasets` entry and nothing else: its own Stage 1 on its
+    masks, Stage 2 on its label columns, Stage 3 on its reports, scored on its test rows; the row without a
+    report is rejected for Stage 3 with its reason, and every step balances."""
+    from hospital_data import NO_REPORT
+
+    results = micro_run / "results"
+    manifest = pd.read_parquet(results / "manifest" / "hospital.parquet")
+    dicom = set(manifest.loc[manifest["image_path"].str.contains("/dicom/"), "volume_name"])
+    assert len(manifest) == 11 and len(dicom) == 5
+    preprocessed = pd.concat(pd.read_parquet(p) for p in (results / "preprocessed" / "hospital").glob("shard_*/index.parquet"))
+    assert set(preprocessed["volume_name"]) == set(manifest["volume_name"])  # DICOM series read like NIfTI files
+    stage1 = {p.name.removesuffix(".nii.gz") for p in (results / "nnunet" / "hospital" / "raw" / "CL").glob(
+        "Dataset*/labelsTr/*.nii.gz")}
+    train = set(manifest.loc[manifest["split"] == "train", "volume_name"])
+    assert stage1 == train and dicom & stage1  # every training row with masks, DICOM ones too
+    s2 = json.loads((results / "models" / "stage2" / "hospital" / "cls_seg_CL" / "config.json").read_text())
+    assert s2["labels"] == ["liver_lesion", "kidney_lesion", "pancreatic_lesion"] and s2["label_set"] == "abdomen_atlas"
+    s3_cases = pd.read_csv(results / "models" / "stage3" / "hospital" / "seg_cl_cls_rep_sc" / "cases.csv")
+    assert NO_REPORT not in set(s3_cases["volume_name"]) and set(s3_cases["volume_name"]) <= train
+    reports = pd.read_parquet(results / "reports" / "hospital" / "seg_cl_cls_rep_sc.parquet")
+    assert set(reports["volume_name"]) == set(manifest.loc[manifest["split"] == "valid", "volume_name"])
+    t5 = pd.read_csv(results / "tables" / "table5_ablations_hospital.csv")
+    assert len(t5) == 1 and t5["f1"].notna().all() and "paper_f1" not in t5  # no published column for your data
+    table = pd.read_csv(results / "qc" / "reconciliation.csv")
+    assert set(table["dataset"]) == {"ct_rate", "abdomen_atlas", "hospital"}
+    assert table["balanced"].all() and (table["unaccounted"] == 0).all(), table
+    rows = table[table["dataset"] == "hospital"].set_index("step")
+    assert rows.loc["ingest", ["in", "accepted"]].tolist() == [11, 11]
+    assert rows.loc["Stage 3 (report targets)", ["in", "accepted", "rejected"]].tolist() == [len(train), len(train) - 1, 1]
+    rejected = pd.read_csv(results / "qc" / "rejected.csv")
+    why = {(r.dataset, r.case, r.step): r.reason for r in rejected.itertuples()}
+    assert why[("hospital", NO_REPORT, "Stage 3 (report targets)")] == "no report"
+
+
 def test_nothing_to_do_after_a_run(micro_run: Path) -> None:
     res = _snakemake(micro_run, "-n", f"--configfile={micro_run / 'micro.yaml'}", "all")
     assert res.returncode == 0, res.stderr[-2000:]
@@ -231,7 +268,7 @@ def test_ct_rate_scale_dag_has_few_jobs_per_rule() -> None:
     assert both["abdomen_cases"] == 9262 and both["abdomen_shards"] == 49 and both["max_jobs_per_rule"] <= 1000
     more = {rule: n - jobs.get(rule, 0) for rule, n in both["jobs_per_rule"].items()}
     assert (more["stage3"], more["generate"], more["evaluate"], more["stage2"], more["stage1"]) == (17, 17, 17, 4, 3)
-    assert (more["preprocess_shard"], more["abdomen_labels_shard"], more["seg_detect"]) == (49, 49, 2)
+    assert (more["preprocess_shard"], more["mask_labels_shard"], more["seg_detect"]) == (49, 49, 2)
 
 
 def test_default_config_runs_on_a_public_files_only_ct_rate_copy(tmp_path: Path) -> None:
@@ -306,8 +343,16 @@ def test_planted_bad_volumes_are_rejected_and_reconciled(tmp_path: Path) -> None
     (tmp_path / "config").symlink_to(REPO / "config")
     (tmp_path / "workflow").symlink_to(REPO / "workflow")
     cfg_path = micro_config(tmp_path)
-    res = _snakemake(tmp_path, "--cores", "2", f"--configfile={cfg_path}", "results/demo/ct_rate")
+    res = _snakemake(tmp_path, "--cores", "2", f"--configfile={cfg_path}", "results/demo/ct_rate",
+                     "results/demo/abdomen_atlas")
     assert res.returncode == 0, res.stderr[-3000:]
+    atlas = tmp_path / "AbdomenAtlas"
+    shutil.copytree(tmp_path / "results" / "demo" / "abdomen_atlas", atlas)
+    meta = pd.read_csv(atlas / META_CSV, dtype=str, keep_default_na=False)
+    train_cases = set(pd.read_csv(atlas / SPLIT_FILES["train"], dtype=str)["case_id"])
+    blank, unlisted_case = sorted(train_cases)[:2]
+    meta.loc[meta["BDMAP ID"] == blank, "structured report"] = ""                       # 6. an empty report column
+    meta[meta["BDMAP ID"] != unlisted_case].to_csv(atlas / META_CSV, index=False)       # 7. no metadata row
     root = tmp_path / "CT-RATE"
     shutil.copytree(tmp_path / "results" / "demo" / "ct_rate", root)
     volumes = sorted((root / "dataset").rglob("train_*.nii.gz"))
@@ -322,11 +367,13 @@ def test_planted_bad_volumes_are_rejected_and_reconciled(tmp_path: Path) -> None
     (corrupt.parent / "train_999_a_1.nii.gz").write_bytes(volumes[4].read_bytes())      # 5. no report row
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg.update(ct_rate_root=str(root), on_volume_error="skip")
+    cfg["abdomen_atlas"]["root"] = str(atlas)
     (tmp_path / "planted.yaml").write_text(yaml.safe_dump(cfg))
     res = _snakemake(tmp_path, "--cores", "2", f"--configfile={tmp_path / 'planted.yaml'}", "results/qc/reconciliation.csv")
     assert res.returncode == 0, res.stderr[-3000:]
-    table = pd.read_csv(tmp_path / "results" / "qc" / "reconciliation.csv").set_index("step")
-    assert table["balanced"].all() and (table["unaccounted"] == 0).all(), table
+    both = pd.read_csv(tmp_path / "results" / "qc" / "reconciliation.csv")
+    assert both["balanced"].all() and (both["unaccounted"] == 0).all(), both
+    table = both[both["dataset"] == "ct_rate"].set_index("step")
     rejected = pd.read_csv(tmp_path / "results" / "qc" / "rejected.csv")
     why = {(r.case, r.step): r.reason for r in rejected.itertuples()}
     name = corrupt.name.removesuffix(".nii.gz")
@@ -336,4 +383,12 @@ def test_planted_bad_volumes_are_rejected_and_reconciled(tmp_path: Path) -> None
     assert why[(empty_report, "Stage 3 (report targets)")] == "empty findings and impressions"
     assert "without a report row" in why[("train_999_a_1", "ingest")]
     assert table.loc["preprocess", "rejected"] == 3  # the corrupt volume and both copies of the leaked scan
+    # AbdomenAtlas: every case folder is counted in; the two without a report are rejected for Stage 3 only
+    abdomen = both[both["dataset"] == "abdomen_atlas"].set_index("step")
+    n_cases = len(meta)
+    assert abdomen.loc["ingest", ["in", "accepted"]].tolist() == [n_cases, n_cases]
+    assert abdomen.loc["Stage 3 (report targets)", ["in", "rejected"]].tolist() == [len(train_cases), 2]
+    assert abdomen.loc["Stage 2 (labels)", "rejected"] == 0  # their masks still give lesion labels
+    assert why[(blank, "Stage 3 (report targets)")] == "empty report (column 'structured report')"
+    assert why[(unlisted_case, "Stage 3 (report targets)")] == "no metadata row (no report)"
     shutil.copy(tmp_path / "results" / "qc" / "reconciliation.md", tmp_path / "reconciliation_planted.md")

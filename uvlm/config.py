@@ -18,9 +18,10 @@ EFFECTIVE_CONFIG = "results/config/effective.json"
 
 # Sections a config file replaces whole instead of key by key: catalogues whose entries a config names for
 # itself (the paper's 17 experiments, a cluster's labelers); merged, the demo's entries would join them.
-REPLACED_WHOLE = ("experiments", "pseudolabels.labelers", "abdomen_atlas.overrides")
-# Datasets that can go through every stage; CT-RATE always does, AbdomenAtlas when `abdomen_atlas.enabled`.
-DATASETS = ("ct_rate", "abdomen_atlas")
+REPLACED_WHOLE = ("experiments", "pseudolabels.labelers", "abdomen_atlas.overrides", "csv_datasets")
+# The datasets with a reader of their own; CT-RATE always goes through every stage, AbdomenAtlas when
+# `abdomen_atlas.enabled`, and each entry of `csv_datasets` (your own data) under its name.
+BUILT_IN_DATASETS = ("ct_rate", "abdomen_atlas")
 
 
 class ConfigError(ValueError):
@@ -29,18 +30,26 @@ class ConfigError(ValueError):
 
 def trained_datasets(cfg: dict[str, Any]) -> list[str]:
     """The datasets that go through the three stages with this config."""
-    return ["ct_rate", *(["abdomen_atlas"] if cfg["abdomen_atlas"]["enabled"] else [])]
+    return ["ct_rate", *(["abdomen_atlas"] if cfg["abdomen_atlas"]["enabled"] else []), *cfg["csv_datasets"]]
+
+
+def overrides_key(dataset: str) -> str:
+    """The config key holding what differs for a dataset's steps."""
+    return "abdomen_atlas.overrides" if dataset == "abdomen_atlas" else f"csv_datasets.{dataset}.overrides"
 
 
 def dataset_view(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
-    """The config a dataset's steps read: for CT-RATE the config itself, for AbdomenAtlas the config with
-    `abdomen_atlas.overrides` on top (key by key, as a config file over the defaults). So every step reads
-    `run`, `stage2`, `evaluation`... whatever the dataset, and one key says what differs for it."""
+    """The config a dataset's steps read: for CT-RATE the config itself, for the others the config with their
+    `overrides` on top (key by key, as a config file over the defaults; `abdomen_atlas.overrides`,
+    `csv_datasets.<name>.overrides`). So every step reads `run`, `stage2`, `evaluation`... whatever the
+    dataset, and one key says what differs for it."""
     if dataset == "ct_rate":
         return cfg
     if dataset == "abdomen_atlas":
         return with_defaults(cfg["abdomen_atlas"]["overrides"], cfg)
-    raise ConfigError(f"unknown dataset '{dataset}' (known: {', '.join(DATASETS)})")
+    if dataset in cfg["csv_datasets"]:
+        return with_defaults(cfg["csv_datasets"][dataset]["overrides"], cfg)
+    raise ConfigError(f"unknown dataset '{dataset}' (known: {', '.join([*BUILT_IN_DATASETS, *cfg['csv_datasets']])})")
 
 
 def validate_config(cfg: dict[str, Any], views: bool = True) -> dict[str, Any]:
@@ -74,11 +83,59 @@ def validate_config(cfg: dict[str, Any], views: bool = True) -> dict[str, Any]:
     _check_experiments(cfg)
     _check_labelers(cfg["pseudolabels"])
     for dataset in trained_datasets(cfg)[1:] if views else ():
+        where = overrides_key(dataset).replace(".", "/")
         try:
-            validate_config(dataset_view(cfg, dataset), views=False)
+            view = validate_config(dataset_view(cfg, dataset), views=False)
+            _check_dataset(view, dataset)
         except ConfigError as err:
-            raise ConfigError(f"{dataset} (config key 'abdomen_atlas/overrides' over the rest): {err}") from None
+            raise ConfigError(f"{dataset} (config key '{where}' over the rest): {err}") from None
     return cfg
+
+
+def dataset_label_set(cfg: dict[str, Any], dataset: str) -> str:
+    """The label vocabulary a dataset's manifest names (uvlm.data.manifest.label_set) before it is written."""
+    if dataset in BUILT_IN_DATASETS:
+        return dataset
+    return cfg["csv_datasets"][dataset]["source"].get("label_set") or dataset
+
+
+def _check_dataset(view: dict[str, Any], dataset: str) -> None:
+    """What a dataset's own data must provide for the experiments its view runs, and the text extractor for
+    its label set: found here, before any job, rather than as a failure at scoring time."""
+    from uvlm.evaluation.extract_rules import LABEL_SETS
+    from uvlm.experiments import Plan
+
+    vocabulary = dataset_label_set(view, dataset)
+    ev = view["evaluation"]
+    if ev["extractor"] == "radbert" and vocabulary != "ct_rate":
+        raise ConfigError(f"evaluation/extractor: radbert classifies CT-RATE's 18 labels, not label set "
+                          f"'{vocabulary}'; set evaluation: {{extractor: llm}} (the paper's choice for AbdomenAtlas) "
+                          "or rules in this dataset's overrides")
+    if ev["extractor"] == "rules" and vocabulary not in LABEL_SETS:
+        raise ConfigError(f"evaluation/extractor: rules has no rules for label set '{vocabulary}' (known: "
+                          f"{', '.join(LABEL_SETS)}); use extractor llm with a prompt {vocabulary}_v1.md in "
+                          "evaluation/llm/prompt_dir, or a label_set the rules know")
+    if ev["extractor"] == "llm":
+        prompt = Path(ev["llm"]["prompt_dir"]) / f"{vocabulary}_v1.md"
+        if not prompt.is_file():
+            raise ConfigError(f"evaluation/extractor: llm needs the prompt {prompt} for label set '{vocabulary}'")
+    if dataset not in view["csv_datasets"]:
+        return
+    entry = view["csv_datasets"][dataset]["source"]
+    from uvlm.data.csv_manifest import CsvDatasetConfig
+
+    try:
+        CsvDatasetConfig.from_config(entry)
+    except ValueError as err:
+        raise ConfigError(f"csv_datasets/{dataset}/source: {err}") from None
+    if ev["extractor"] == "rules" and list(entry["labels"]) != list(LABEL_SETS[vocabulary][0]):
+        raise ConfigError(f"csv_datasets/{dataset}/source/labels: the rules of label set '{vocabulary}' extract "
+                          f"{list(LABEL_SETS[vocabulary][0])}, not {list(entry['labels'])}")
+    stage1 = Plan.from_config(view, dataset).stage1
+    if stage1 and not entry.get("mask_column"):
+        raise ConfigError(f"csv_datasets/{dataset}/source has no masks (mask_column is empty), so no Stage 1, but its "
+                          f"experiments or stage2_runs start from Stage 1 {', '.join(stage1)}: run only experiments "
+                          "without 'seg' (and stage2_runs [none]) for it")
 
 
 def _check_experiments(cfg: dict[str, Any]) -> None:

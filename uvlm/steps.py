@@ -9,7 +9,7 @@ A step is a `uvlm` subcommand run by the Snakemake rule of the same name (`pseud
   its steps' keys, its code deps the package files its steps import (uvlm.step_code follows the imports).
 - tests/test_steps.py checks both against what the steps really read and import in a run.
 
-A key names a config value by its dotted path; `{experiment}`, `{labeler}` and `{granularity}` are
+A key names a config value by its dotted path; `{experiment}`, `{labeler}`, `{granularity}` and `{dataset}` are
 filled from the rule's wildcard (the subcommand's argument of that name), so one experiment's entry is
 one experiment's input. Keys of a whole section cover everything in it. A per-dataset step (its rule has
 a `{dataset}` wildcard, its call `--dataset`) reads the keys in that dataset's view of the config
@@ -41,6 +41,7 @@ STEPS: dict[str, Step] = {
     "ingest": Step("data", ("shard_size", "rexgrounding_root")),
     "ingest-abdomen": Step("data", ("seed", "shard_size", "abdomen_atlas.valid_fraction",
                                     "abdomen_atlas.report_column")),
+    "ingest-csv": Step("data", ("shard_size", "csv_datasets.{dataset}.source")),
     # labels
     "stage1-cases": Step("labels", ("seed", "shard_size", "lesions_complete", "stage1.max_cases")),
     "pseudolabel": Step("labels", ("device", "threads", "ct_rate_root", "on_volume_error", "pseudolabels.montages",
@@ -48,7 +49,7 @@ STEPS: dict[str, Step] = {
     "pseudolabel-qc": Step("labels", ("ct_rate_root", "pseudolabels.reference", "pseudolabels.labelers"),
                            ("config/labels",)),
     "labels": Step("labels", ("lesions_complete", "on_volume_error"), ("config/labels",)),
-    "abdomen-labels": Step("labels", ("on_volume_error", "abdomen_atlas.lesion_min_mm3"), ("config/labels",)),
+    "mask-labels": Step("labels", ("on_volume_error", "abdomen_atlas.lesion_min_mm3"), ("config/labels",)),
     "abdomen-cases": Step("labels"),
     "abdomen-qc": Step("labels"),
     # preprocess
@@ -72,7 +73,8 @@ STEPS: dict[str, Step] = {
     "baseline": Step("report", ("seed", "evaluation"), ("config/prompts",)),
     "abdomen-eval": Step("report", ("evaluation",), ("config/prompts",)),
     "reconcile": Step("report"),
-    "tables": Step("report", ("ct_rate_root", "abdomen_atlas.root", "abdomen_atlas.overrides", "main_experiment",
+    "tables": Step("report", ("ct_rate_root", "abdomen_atlas.root", "abdomen_atlas.overrides", "csv_datasets",
+                              "main_experiment",
                               "run", "stage2_runs", "experiments", "encoder", "preprocess.grid",
                               "evaluation.extractor"),
                    ("config/published.yaml",)),

@@ -56,3 +56,18 @@ def cmd_ingest_abdomen(a: argparse.Namespace, cfg: dict) -> None:
     write_parquet(df, a.out)
     log.info("AbdomenAtlas manifest: %d cases (%d train), %d shards -> %s", len(df),
              int((df["split"] == "train").sum()), int(df["shard"].max()) + 1, a.out)
+
+
+def cmd_ingest_csv(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.data.csv_manifest import CsvDatasetConfig, CsvManifestError, ingest_csv
+    from uvlm.io import write_parquet
+
+    source = CsvDatasetConfig.from_config(cfg["csv_datasets"][a.dataset]["source"])
+    try:
+        df = ingest_csv(source, cfg["shard_size"], a.dataset)
+    except CsvManifestError as err:
+        raise SystemExit(f"dataset {a.dataset}: {err}") from None
+    write_parquet(df, a.out)
+    log.info("%s manifest: %d cases (%d train), %d limited, %d with masks, %d shards -> %s", a.dataset, len(df),
+             int((df["split"] == "train").sum()), int((df["problems"] != "").sum()), int((df["seg_dir"] != "").sum()),
+             int(df["shard"].max()) + 1, a.out)

@@ -90,7 +90,7 @@ def cmd_labels(a: argparse.Namespace, cfg: dict) -> None:
     label_shard(rows, maps, a.sources, a.out, cfg["lesions_complete"], cfg["on_volume_error"])
 
 
-def cmd_abdomen_labels(a: argparse.Namespace, cfg: dict) -> None:
+def cmd_mask_labels(a: argparse.Namespace, cfg: dict) -> None:
     import pandas as pd
 
     from uvlm.data.manifest import shard_rows

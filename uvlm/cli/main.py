@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, list[tuple[str, dict]]]] = {
     "ingest": ("CT-RATE root -> manifest parquet (+ volume files no report row names)",
                [("--root", {"default": ""}), ("--out", REQ), ("--unlisted", REQ)]),
     "ingest-abdomen": ("AbdomenAtlas 3.0 root -> manifest parquet", [("--root", {"default": ""}), ("--out", REQ)]),
+    "ingest-csv": ("your own dataset's CSV (csv_datasets.<--dataset>.source) -> manifest parquet", [("--out", REQ)]),
     "stage1-cases": ("manifest -> the Stage 1 case list (same for every granularity)",
                      [("--manifest", REQ), ("--out", REQ)]),
     "pseudolabel": ("run one anatomy labeler over one shard",
@@ -39,7 +40,8 @@ COMMANDS: dict[str, tuple[str, list[tuple[str, dict]]]] = {
                         ("--label-map", REQ), ("--granularity", {"default": "C"}), ("--out", REQ)]),
     "labels": ("merge label maps for one shard", [("--manifest", REQ), SHARD, ("--sources", MANY),
                                                   ("--label-map", REQ), ("--granularities", MANY), ("--out", REQ)]),
-    "abdomen-labels": ("AbdomenAtlas label maps + RadGPT lesion labels for one shard",
+    "mask-labels": ("label maps from per-class masks (AbdomenAtlas, a CSV's mask folders) + RadGPT lesion labels "
+                    "for one shard",
                        [("--manifest", REQ), SHARD, ("--label-map", REQ), ("--out", REQ)]),
     "abdomen-cases": ("AbdomenAtlas manifest + RadGPT lesion labels -> the manifest Stages 2-3 and scoring read",
                       [("--manifest", REQ), ("--labels", MANY), ("--out", REQ)]),
@@ -62,11 +64,14 @@ COMMANDS: dict[str, tuple[str, list[tuple[str, dict]]]] = {
                     ("--split", {"default": "valid"}), ("--out", REQ)]),
     "evaluate": ("score generated reports", [("--reports", REQ), ("--manifest", REQ), ("--out", REQ)]),
     "baseline": ("most-frequent-label-set baseline", [("--manifest", REQ), ("--out", REQ)]),
-    "abdomen-eval": ("AbdomenAtlas rows of Table 3 that need no model",
-                     [("--manifest", REQ), ("--labels", MANY), ("--out", REQ)]),
+    "abdomen-eval": ("AbdomenAtlas rows of Table 3 that need no model (run with --dataset abdomen_atlas)",
+                     [("--manifest", REQ), ("--out", REQ)]),
     "reconcile": ("every volume's fate per step: rejected.csv and the reconciliation table",
                   [("--manifest", REQ), ("--unlisted", REQ), ("--stage1-cases", REQ), ("--preprocessed", MANY),
-                   ("--pseudolabels", MANY), ("--labels", MANY), ("--rejected", REQ), ("--table", REQ)]),
+                   ("--pseudolabels", MANY), ("--labels", MANY),
+                   ("--datasets", {"nargs": "*", "default": [], "help": "DATASET=MANIFEST of each dataset besides "
+                                   "CT-RATE (its Stage 2-3 manifest); its shards are among --preprocessed and --labels"}),
+                   ("--rejected", REQ), ("--table", REQ)]),
     "tables": ("paper-shaped result tables (Tables 2-5) for the experiments in `run`",
                [("--metrics", MANY), ("--stage2", {"nargs": "*", "default": []}), ("--baseline", REQ),
                 ("--published", {"default": "config/published.yaml"}), ("--abdomen", {"default": ""}),
@@ -96,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline config (YAML/JSON)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="override a top-level config key, e.g. --set ct_rate_root='\"/data/CT-RATE\"'")
-    p.add_argument("--dataset", default="", help="the dataset a per-dataset step works on (ct_rate, abdomen_atlas): "
+    p.add_argument("--dataset", default="", help="the dataset a per-dataset step works on (ct_rate, abdomen_atlas, a csv_datasets name): "
                    "it reads that dataset's view of the config (uvlm.config.dataset_view)")
     sub = p.add_subparsers(dest="command", required=True)
     for name, (help_, args) in COMMANDS.items():

@@ -41,7 +41,15 @@ def cmd_abdomen_eval(a: argparse.Namespace, cfg: dict) -> None:
 
     ev = cfg["evaluation"]
     check_extractor(ev)
-    write_json(abdomen_reference_scores(a.manifest, a.labels, ev["extractor"], ev, ev["cache_dir"]), a.out)
+    write_json(abdomen_reference_scores(a.manifest, ev["extractor"], ev, ev["cache_dir"]), a.out)
+
+
+def _by_dataset(shards: list[str]) -> dict[str, list[str]]:
+    """results/<kind>/<dataset>/shard_<k> grouped by <dataset> (or by labeler, one level deeper)."""
+    grouped: dict[str, list[str]] = {}
+    for shard in shards:
+        grouped.setdefault(Path(shard).parent.name, []).append(shard)
+    return grouped
 
 
 def cmd_reconcile(a: argparse.Namespace, cfg: dict) -> None:
@@ -49,18 +57,23 @@ def cmd_reconcile(a: argparse.Namespace, cfg: dict) -> None:
 
     from uvlm.evaluation.tables import write_table
     from uvlm.io import write_csv
-    from uvlm.qc.reconcile import reconcile
+    from uvlm.qc.reconcile import reconcile, reconcile_masked
 
-    labelers: dict[str, list[str]] = {}
-    for shard in a.pseudolabels:  # results/pseudolabels/ct_rate/<labeler>/shard_<k>
-        labelers.setdefault(Path(shard).parent.name, []).append(shard)
-    rejected, table = reconcile(pd.read_parquet(a.manifest), pd.read_csv(a.unlisted, keep_default_na=False),
-                                pd.read_parquet(a.stage1_cases), a.preprocessed, labelers, a.labels)
+    preprocessed, labels = _by_dataset(a.preprocessed), _by_dataset(a.labels)
+    parts = [reconcile(pd.read_parquet(a.manifest), pd.read_csv(a.unlisted, keep_default_na=False),
+                       pd.read_parquet(a.stage1_cases), preprocessed.get("ct_rate", []),
+                       _by_dataset(a.pseudolabels), labels.get("ct_rate", []))]
+    for entry in a.datasets:  # DATASET=TRAINING_MANIFEST
+        dataset, _, manifest = entry.partition("=")
+        parts.append(reconcile_masked(pd.read_parquet(manifest), preprocessed.get(dataset, []),
+                                      labels.get(dataset, []), dataset))
+    rejected = pd.concat([r for r, _ in parts], ignore_index=True)
+    table = pd.concat([t for _, t in parts], ignore_index=True)
     write_csv(rejected, a.rejected)
-    unbalanced = table.loc[~table["balanced"], "step"].tolist()
+    unbalanced = [f"{r.dataset}: {r.step}" for r in table[~table["balanced"]].itertuples()]
     write_table(table, a.table, Path(a.table).with_suffix(".md"),
-                "Every volume accounted for, per step: in = accepted + rejected (the reasons, per case, are in "
-                f"{a.rejected}).", footer=f"Unbalanced steps: {', '.join(unbalanced)}.\n" if unbalanced else "")
+                "Every volume accounted for, per dataset and step: in = accepted + rejected (the reasons, per case, "
+                f"are in {a.rejected}).", footer=f"Unbalanced steps: {', '.join(unbalanced)}.\n" if unbalanced else "")
     log.info("%d rejections over %d steps -> %s, %s", len(rejected), len(table), a.rejected, a.table)
     if unbalanced:
         raise SystemExit(f"volumes unaccounted for in steps {unbalanced}: see {a.table}")
@@ -68,7 +81,7 @@ def cmd_reconcile(a: argparse.Namespace, cfg: dict) -> None:
 
 def cmd_tables(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.data.roots import abdomen_label, dataset_label
-    from uvlm.evaluation.result_tables import write_abdomen_tables, write_result_tables
+    from uvlm.evaluation.result_tables import write_abdomen_tables, write_dataset_tables, write_result_tables
     from uvlm.experiments import Plan
 
     plans = {d: Plan.from_config(view, d) for d, view in a.views.items()}
@@ -77,6 +90,8 @@ def cmd_tables(a: argparse.Namespace, cfg: dict) -> None:
     if "abdomen_atlas" in plans:
         write_abdomen_tables(a.out_dir, plans["abdomen_atlas"], a.metrics, a.stage2, a.published, a.abdomen,
                              abdomen_label(cfg), a.views["abdomen_atlas"]["evaluation"]["extractor"], a.detections)
+    for name in cfg["csv_datasets"]:  # your own data: no published columns
+        write_dataset_tables(a.out_dir, plans[name], a.metrics, a.stage2, a.published, name)
     print(main.read_text())
 
 

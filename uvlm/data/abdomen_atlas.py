@@ -116,9 +116,11 @@ def _random_split(cases: list[str], valid_fraction: float, seed: int) -> dict[st
     return {c: "valid" if c in valid else "train" for c in cases}
 
 
-def _problems(case: str, has_meta: bool, report: str, report_column: str, ct_found: bool) -> str:
+def _problems(case: str, has_meta: bool, report: str, report_column: str, ct_found: bool, seg_found: bool) -> str:
     """Why a case is limited ("; "-joined), "" if it is not."""
     found = [] if ct_found else ["no ct.nii.gz in the case folder"]
+    if not seg_found:
+        found.append("no segmentations/ folder (no label maps, no lesion labels)")
     if not has_meta:
         found.append("no metadata row (no report)")
     elif not report:
@@ -158,7 +160,7 @@ def ingest_abdomen_atlas(root: str | Path, shard_size: int, meta_csv: str | Path
             "seg_dir": str(seg_dir) if seg_dir.is_dir() else "",
             "seg_classes": json.dumps(_mask_stems(seg_dir, case)),
             "report_text": report, "has_report": bool(report),
-            "problems": _problems(case, case in meta.index, report, report_column, ct.is_file()),
+            "problems": _problems(case, case in meta.index, report, report_column, ct.is_file(), seg_dir.is_dir()),
         })
     missing = [r["volume_name"] for r in rows if not r["image_exists"]]
     if missing:

@@ -9,13 +9,15 @@ CSV layout, one row per volume (column names are configurable, see `CsvDatasetCo
                 `base_dir` (default: the CSV's folder)
     report      the report text (the Stage 3 target)
     <labels>    optional 0/1 columns, one per finding named in `labels`; empty = unknown
-    <mask>      optional lesion mask path (only when `mask_column` is set)
+    <masks>     optional folder of per-class masks, one `<class>.nii.gz` each on the CT's grid (TotalSegmentator's
+                and AbdomenAtlas's layout; only when `mask_column` is set); `label_map` merges them into
+                Stage 1's granularities. Rows without one still go through Stages 2 and 3.
 
 Errors (CsvManifestError, naming the CSV and the rows, cases or columns) are mistakes in the table that
 would silently corrupt training or scoring: missing columns, an empty or duplicate case id, an empty
 patient id, a patient in two splits (a leak), an unknown split value, a label that is not 0/1/empty.
 
-Limited rows are not errors: a missing image or mask, an empty report or unknown labels leave the row in
+Limited rows are not errors: a missing image or mask folder, an empty report or unknown labels leave the row in
 the manifest with image_exists / has_report / labels_known False and the reason in `problems`, so that
 later steps list it as rejected with that reason and the counts of every step reconcile with the CSV.
 """
@@ -39,7 +41,7 @@ SPLITS = ("train", "valid")
 DEFAULT_SPLIT_VALUES = {"train": "train", "valid": "valid", "test": "valid", "val": "valid"}
 UNKNOWN_LABEL = {"", "nan", "na", "n/a", "none", "null"}  # empty cells as spreadsheets and pandas write them
 FLOAT_COLUMNS = ("xy_spacing", "z_spacing", "rescale_intercept", "rescale_slope")
-BASE_COLUMNS = ("volume_name", "split", "patient_id", "image_path", "image_exists", "mask_path",
+BASE_COLUMNS = ("volume_name", "split", "patient_id", "image_path", "image_exists", "seg_dir",
                 "report_text", "has_report", "labels_known", *FLOAT_COLUMNS, "problems", "shard")
 MAX_LISTED = 10  # offending cases named in one message
 
@@ -61,8 +63,10 @@ class CsvDatasetConfig:
     split_column: str = "split"
     image_column: str = "image"
     report_column: str = "report"
-    mask_column: str = ""  # "" = the dataset has no masks
+    mask_column: str = ""  # a folder of per-class masks per row; "" = the dataset has no masks
+    label_map: str = ""  # the label map (config/labels/*.yaml format) that merges the masks into granularities
     labels: tuple[str, ...] = ()  # names of the 0/1 label columns: the dataset's label set
+    label_set: str = ""  # the label vocabulary's name (picks the extractor's rules or prompt); "" = the dataset's
     split_values: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SPLIT_VALUES), hash=False)
     base_dir: str = ""  # relative image/mask paths are resolved against this; "" = the CSV's folder
 
@@ -80,6 +84,10 @@ class CsvDatasetConfig:
         clash = sorted(set(self.labels) & set(BASE_COLUMNS))
         if dupes or clash:
             raise ValueError(f"labels {dupes or clash} are repeated or clash with manifest columns")
+        if bool(self.mask_column) != bool(self.label_map):
+            raise ValueError("mask_column and label_map go together: the label map says how the mask folder's "
+                             f"classes make each Stage 1 granularity (mask_column={self.mask_column!r}, "
+                             f"label_map={self.label_map!r})")
 
     @classmethod
     def from_config(cls, entry: dict) -> CsvDatasetConfig:
@@ -191,7 +199,7 @@ def ingest_csv(cfg: CsvDatasetConfig, shard_size: int, name: str = "csv") -> pd.
     """Manifest of a CSV dataset: one row per CSV row, sorted by (split, volume_name).
 
     Columns: BASE_COLUMNS plus one int8 column per label in `cfg.labels`, which are its label set, named
-    `name` (the dataset's: it picks the extractor's prompt for scoring)."""
+    `cfg.label_set` or else `name` (it picks the extractor's rules or prompt for scoring)."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be at least 1, got {shard_size}")
     df = _read(cfg)
@@ -211,10 +219,10 @@ def ingest_csv(cfg: CsvDatasetConfig, shard_size: int, name: str = "csv") -> pd.
             problems.append("no image path")
         elif not exists:
             problems.append(f"image missing: {image}")
-        mask = _resolve(r[cfg.mask_column], base) if cfg.mask_column else None
-        if mask is not None and not mask.exists():
-            problems.append(f"mask missing: {mask}")
-            mask = None
+        masks = _resolve(r[cfg.mask_column], base) if cfg.mask_column else None
+        if masks is not None and not masks.is_dir():
+            problems.append(f"mask folder missing: {masks}" if not masks.exists() else f"masks not a folder: {masks}")
+            masks = None
         report = r[cfg.report_column]
         if not report:
             problems.append("no report")
@@ -224,7 +232,7 @@ def ingest_csv(cfg: CsvDatasetConfig, shard_size: int, name: str = "csv") -> pd.
         rows.append({
             "volume_name": r[cfg.case_column], "split": split[i], "patient_id": r[cfg.patient_column],
             "image_path": str(image) if exists else "", "image_exists": exists,
-            "mask_path": str(mask) if mask is not None else "", "report_text": report, "has_report": bool(report),
+            "seg_dir": str(masks) if masks is not None else "", "report_text": report, "has_report": bool(report),
             **{c: labels.at[i, c] for c in cfg.labels}, "labels_known": not unknown,
             **dict.fromkeys(FLOAT_COLUMNS, float("nan")),  # unknown here: later steps judge HU from the data
             "problems": "; ".join(problems),
@@ -238,4 +246,4 @@ def ingest_csv(cfg: CsvDatasetConfig, shard_size: int, name: str = "csv") -> pd.
     if len(limited):
         log.warning("%s: %d of %d rows are limited, e.g. %s: %s", cfg.csv, len(limited), len(out),
                     limited["volume_name"].iloc[0], limited["problems"].iloc[0])
-    return with_label_set(out, name, cfg.labels)
+    return with_label_set(out, cfg.label_set or name, cfg.labels)

@@ -96,6 +96,12 @@ def usable(df: pd.DataFrame, need: str) -> pd.Series:
     return ok
 
 
+def has_masks(df: pd.DataFrame) -> pd.Series:
+    """True for the rows of a dataset with per-class masks (AbdomenAtlas, a CSV with a mask folder column) that
+    have both their CT and their mask folder: the rows the mask label step turns into label maps."""
+    return df["image_exists"].astype(bool) & (df["seg_dir"].astype(str) != "")
+
+
 def split_leaks(manifest: pd.DataFrame, preprocessed: pd.DataFrame) -> pd.DataFrame:
     """Volumes whose voxels are identical (same fingerprint) to a volume of another split: case, reason."""
     if "fingerprint" not in preprocessed.columns or preprocessed.empty:

@@ -6,15 +6,26 @@ from pathlib import Path
 
 CT_RATE_DEMO = "results/demo/ct_rate"
 ABDOMEN_DEMO = "results/demo/abdomen_atlas"
-# The files the workflow's checkpoints write (relative to the project root).
-CT_RATE_MANIFEST = "results/manifest/ct_rate.parquet"
+
+
+def manifest_path(dataset: str) -> str:
+    """The manifest a dataset's ingest checkpoint writes (relative to the project root)."""
+    return f"results/manifest/{dataset}.parquet"
+
+
+CT_RATE_MANIFEST = manifest_path("ct_rate")
 UNLISTED_VOLUMES = "results/manifest/ct_rate_unlisted.csv"  # volume files no report row names
 # The Stage 1 case list (a manifest of its own, sharded anew): pseudo-labels and label maps cover only these.
 STAGE1_CASES = "results/labels/ct_rate_stage1_cases.parquet"
-ABDOMEN_MANIFEST = "results/manifest/abdomen_atlas.parquet"
-# The manifests Stages 2 and 3, generation and scoring read: each names its label set (CT-RATE's labels come
-# with the data; AbdomenAtlas's from the masks, merged in by the `abdomen-cases` step).
-TRAINING_MANIFESTS = {"ct_rate": CT_RATE_MANIFEST, "abdomen_atlas": "results/labels/abdomen_atlas_cases.parquet"}
+ABDOMEN_MANIFEST = manifest_path("abdomen_atlas")
+ABDOMEN_CASES = "results/labels/abdomen_atlas_cases.parquet"  # with the RadGPT lesion labels (`abdomen-cases`)
+
+
+def training_manifest_path(dataset: str) -> str:
+    """The manifest Stages 2 and 3, generation and scoring read; it names its label set. CT-RATE's and a CSV
+    dataset's labels come with the data (the ingested manifest); AbdomenAtlas's from its masks, merged in by
+    the `abdomen-cases` step."""
+    return ABDOMEN_CASES if dataset == "abdomen_atlas" else manifest_path(dataset)
 
 
 def ct_rate_root(cfg: dict) -> Path:

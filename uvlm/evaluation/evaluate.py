@@ -137,22 +137,17 @@ def most_frequent_baseline(manifest_path: str | Path, split: str = "valid", **sc
     return out
 
 
-def abdomen_reference_scores(manifest_path: str | Path, label_shards: list[str | Path],
-                             extractor: str = "rules", settings: dict | None = None,
+def abdomen_reference_scores(manifest_path: str | Path, extractor: str = "rules", settings: dict | None = None,
                              cache_dir: str | Path = "results/extraction") -> dict[str, dict]:
-    """AbdomenAtlas rows of Table 3 that need no trained model, over every case with labels:
-    the extractor on the reference reports, and the training split's most frequent label set,
-    both against the RadGPT labels derived from the masks."""
-    from uvlm.constants import ABDOMEN_LESION_LABELS
+    """AbdomenAtlas rows of Table 3 that need no trained model, over every case with lesion labels and a
+    report (the manifest Stages 2-3 read, its labels the RadGPT rule's on the masks): the extractor on the
+    reference reports, and the training split's most frequent label set."""
     from uvlm.evaluation.extractors import extract
-    from uvlm.shards import read_shard_indexes
 
-    labels = list(ABDOMEN_LESION_LABELS)
-    index = read_shard_indexes(label_shards)[["volume_name", *labels]]
-    rows = pd.read_parquet(manifest_path).merge(index, on="volume_name").sort_values("volume_name")
-    if extractor == "radbert":  # the RadBERT classifier knows the CT-RATE labels only
-        extractor = "rules"
-    y_ref = extract(rows["report_text"].tolist(), "abdomen_atlas", extractor, settings or {}, cache_dir)
+    df = pd.read_parquet(manifest_path)
+    name, labels = label_set(df)
+    rows = df[usable(df, "scoring")].sort_values("volume_name")
+    y_ref = extract(rows["report_text"].tolist(), name, extractor, settings or {}, cache_dir, labels)
     ok = (y_ref >= 0).all(1)
     rows, y_ref = rows[ok], y_ref[ok]
     y_true = rows[labels].to_numpy(dtype=int)

@@ -52,14 +52,15 @@ def table4(published: str | Path, runs: list[Stage2Run], metrics: dict[str, str 
     """One row per Stage 2 initialisation: the paper's numbers for `dataset` beside ours (macro F1 / precision /
     recall at 0.5 on the evaluation split; AUC there and on the hold-out that picked the weights, ours
     only). metrics: {Stage2Run.name: its metrics.json}."""
-    paper = {stage1_seg(init): vals[dataset]
-             for init, vals in _published(published, "stage2_table4").items()}
+    paper = {stage1_seg(init): vals[dataset]  # none for a dataset the paper did not use (your own)
+             for init, vals in _published(published, "stage2_table4").items() if dataset in vals}
     ours = {r.seg: r for r in runs}
     rows = []
     for seg in [*paper, *(s for s in ours if s not in paper)]:
         run = Stage2Run(seg)
-        row = {"training": run.title,
-               **dict(zip(("paper_f1", "paper_precision", "paper_recall"), paper.get(seg, (None,) * 3), strict=True))}
+        row = {"training": run.title}
+        if paper:  # the dataset has published numbers (CT-RATE, AbdomenAtlas)
+            row.update(zip(("paper_f1", "paper_precision", "paper_recall"), paper.get(seg, (None,) * 3), strict=True))
         if seg in ours and run.name in metrics:
             m = json.loads(Path(metrics[run.name]).read_text())
             row.update(f1=m.get("macro_f1"), precision=m.get("macro_precision"), recall=m.get("macro_recall"),
@@ -78,7 +79,7 @@ def table5(published: str | Path, experiments: list[Experiment], metrics: dict[s
     for exp in experiments:
         by_key.setdefault(exp.row_key(), []).append(exp)
     rows, shown = [], set()
-    for r in _published(published, "rep_table5"):
+    for r in [r for r in _published(published, "rep_table5") if dataset in r]:  # none for your own data
         key = table5_key(r["seg"], r["cls"], r["sc"], r["frz"], r["ref_stage"], r["decoder"])
         paper = {"training": r["training"], "sc": r["sc"], "frz": r["frz"], "vt": r["vt"],
                  "dec": DECODERS[r["decoder"]][0], "paper_f1": r[dataset][0], "paper_bleu_mean": r[dataset][1]}

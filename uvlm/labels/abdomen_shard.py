@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+from uvlm.data.manifest import has_masks
 from uvlm.io import VolumeError, read_header, read_image, same_geometry, write_image, write_json
 from uvlm.labels.label_map import LabelMap
 from uvlm.labels.merge import AnatomySource, class_voxel_counts, merge_labels
@@ -47,15 +48,14 @@ def label_abdomen_shard(rows: pd.DataFrame, label_maps: list[LabelMap], out_dir:
     finest granularity over the CT.
     """
     finest = max(label_maps, key=lambda lm: len(lm.classes))
+    rows = rows[has_masks(rows)]  # the others carry their reason (no CT, no mask folder) from ingest
 
     def work(row: pd.Series, out: Path) -> dict:
         case = row["volume_name"]
-        if not row["image_exists"]:
-            raise VolumeError(f"case {case}: no ct.nii.gz in the case folder")
         ct = read_header(row["image_path"], case)
-        seg_dir = Path(row.get("seg_dir") or Path(row["image_path"]).parent / "segmentations")
+        seg_dir = Path(row["seg_dir"])
         if not seg_dir.is_dir():
-            raise VolumeError(f"case {case}: no segmentations/ folder next to {row['image_path']}")
+            raise VolumeError(f"case {case}: mask folder {seg_dir} is gone")
         masks = read_masks(seg_dir, ct, case)
         findings = lesion_findings({k: v for k, v in masks.items() if k in RADGPT_MASKS}, min_volume_mm3)
         shape = tuple(reversed(ct.GetSize()))  # (D, H, W)

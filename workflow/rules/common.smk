@@ -8,13 +8,15 @@ import yaml
 
 from uvlm.config import EFFECTIVE_CONFIG, check_extractor, dataset_view, trained_datasets, validate_config
 from uvlm.data.roots import (
+    ABDOMEN_CASES,
     ABDOMEN_DEMO,
     ABDOMEN_MANIFEST,
     CT_RATE_DEMO,
     CT_RATE_MANIFEST,
     STAGE1_CASES,
-    TRAINING_MANIFESTS,
     UNLISTED_VOLUMES,
+    manifest_path,
+    training_manifest_path,
 )
 from uvlm.experiments import Plan, experiments, stage2_init_dir
 from uvlm.labels.label_map import load_label_map
@@ -32,6 +34,10 @@ for _view in VIEWS.values():  # scoring needs its model folder: stop before any 
 # What `all` builds and which model each experiment starts from, per dataset: uvlm/experiments.py says it once.
 PLANS = {d: Plan.from_config(VIEWS[d], d) for d in DATASETS}
 PLAN = PLANS["ct_rate"]
+CSV_DATASETS = list(config["csv_datasets"])  # your own data (uvlm/data/csv_manifest.py)
+# Datasets whose label maps come from per-class masks shipped with them (not from pseudo-labels).
+MASKED_DATASETS = [d for d in DATASETS if d == "abdomen_atlas"
+                   or (d in CSV_DATASETS and config["csv_datasets"][d]["source"].get("mask_column"))]
 EXPERIMENTS = experiments(config)  # every configured experiment: each can be built alone
 
 
@@ -69,6 +75,11 @@ def dvc_out_dirs():
     return [o for o in outs if not Path(o).suffix]
 
 
+def one_of(names):
+    """A wildcard constraint matching exactly these names (nothing when there are none)."""
+    return "|".join(names) if names else "(?!)"
+
+
 wildcard_constraints:
     dataset="|".join(DATASETS),
     shard=r"\d+",
@@ -89,7 +100,26 @@ def abdomen_root_input(wildcards):
 
 
 def abdomen_label_shards(wildcards):
-    return [f"results/labels/abdomen_atlas/shard_{k}" for k in shard_ids(checkpoints.ingest_abdomen)]
+    return mask_label_shards_of("abdomen_atlas")
+
+
+def mask_label_shards_of(dataset):
+    """Label-map shards of a dataset with masks: one per shard of its manifest."""
+    return [f"results/labels/{dataset}/shard_{k}" for k in shard_ids(ingested(dataset))]
+
+
+def label_map_of(dataset):
+    """The label map (config/labels/*.yaml) that makes a dataset's Stage 1 granularities."""
+    if dataset == "ct_rate":
+        return config["label_map"]
+    if dataset == "abdomen_atlas":
+        return config["abdomen_atlas"]["label_map"]
+    return config["csv_datasets"][dataset]["source"]["label_map"]
+
+
+def csv_source(wildcards):
+    """A CSV dataset's table: editing it reruns its ingest (and what changed downstream)."""
+    return config["csv_datasets"][wildcards.dataset]["source"]["csv"]
 
 
 def abdomen_outputs():
@@ -99,28 +129,32 @@ def abdomen_outputs():
     return ["results/qc/abdomen_atlas/lesion_labels.md", "results/qc/abdomen_atlas/missing_classes.md"]
 
 
-def shard_ids(ingest=None):
-    """Shard indices, known once a manifest checkpoint (CT-RATE's ingest by default) has written it."""
-    manifest = (ingest or checkpoints.ingest).get().output[0]
+def shard_ids(manifest):
+    """Shard indices of a manifest a checkpoint has written."""
     shards = pd.read_parquet(manifest, columns=["shard"])["shard"]
     return range(int(shards.max()) + 1 if len(shards) else 0)
 
 
-INGESTS = {"ct_rate": lambda: checkpoints.ingest, "abdomen_atlas": lambda: checkpoints.ingest_abdomen}
+def ingested(dataset):
+    """The manifest a dataset's ingest checkpoint wrote (volumes, reports; CT-RATE's and a CSV's with labels)."""
+    if dataset == "ct_rate":
+        return checkpoints.ingest.get().output.manifest
+    if dataset == "abdomen_atlas":
+        return checkpoints.ingest_abdomen.get().output[0]
+    return checkpoints.ingest_csv.get(dataset=dataset).output[0]
 
 
 def ingest_manifest(wildcards):
-    """The manifest a dataset's ingest writes (volumes, reports; CT-RATE's with its labels)."""
-    return INGESTS[wildcards.dataset]().get().output[0]
+    return ingested(wildcards.dataset)
 
 
 def training_manifest(wildcards):
     """The manifest Stages 2 and 3, generation and scoring read: with the dataset's label set."""
-    return TRAINING_MANIFESTS[wildcards.dataset]
+    return training_manifest_path(wildcards.dataset)
 
 
 def preprocessed_of(dataset):
-    return [f"results/preprocessed/{dataset}/shard_{k}" for k in shard_ids(INGESTS[dataset]())]
+    return [f"results/preprocessed/{dataset}/shard_{k}" for k in shard_ids(ingested(dataset))]
 
 
 def preprocessed_shards(wildcards):
@@ -128,17 +162,19 @@ def preprocessed_shards(wildcards):
 
 
 def ct_rate_label_shards(wildcards):
-    return [f"results/labels/ct_rate/shard_{k}" for k in shard_ids(checkpoints.stage1_cases)]
+    return [f"results/labels/ct_rate/shard_{k}" for k in shard_ids(checkpoints.stage1_cases.get().output[0])]
 
 
 def label_shards(wildcards):
-    """A dataset's label-map shards: CT-RATE's over its Stage 1 case list, AbdomenAtlas's over every case."""
-    return (abdomen_label_shards if wildcards.dataset == "abdomen_atlas" else ct_rate_label_shards)(wildcards)
+    """A dataset's label-map shards: CT-RATE's over its Stage 1 case list, the others' over their manifest."""
+    if wildcards.dataset == "ct_rate":
+        return ct_rate_label_shards(wildcards)
+    return mask_label_shards_of(wildcards.dataset)
 
 
 def stage1_case_list(wildcards):
     """The cases nnU-Net's export may take (it keeps the training split's labelled ones)."""
-    return STAGE1_CASES if wildcards.dataset == "ct_rate" else ABDOMEN_MANIFEST
+    return STAGE1_CASES if wildcards.dataset == "ct_rate" else manifest_path(wildcards.dataset)
 
 
 def launcher(stage):
@@ -153,7 +189,8 @@ def labeler_gpus(name):
 
 
 def pseudolabel_shards(labeler):
-    return [f"results/pseudolabels/ct_rate/{labeler}/shard_{k}" for k in shard_ids(checkpoints.stage1_cases)]
+    return [f"results/pseudolabels/ct_rate/{labeler}/shard_{k}"
+            for k in shard_ids(checkpoints.stage1_cases.get().output[0])]
 
 
 def source_shards(wildcards):
@@ -191,8 +228,8 @@ def stage3_init(wildcards):
 
 
 TABLES = ["main", "table4_classification", "table5_ablations"] + (
-    ["table3_abdomen", "table4_classification_abdomen_atlas", "table5_ablations_abdomen_atlas"]
-    if "abdomen_atlas" in DATASETS else [])
+    ["table3_abdomen"] if "abdomen_atlas" in DATASETS else []) + [
+    f"{t}_{d}" for d in DATASETS[1:] for t in ("table4_classification", "table5_ablations")]
 
 
 def abdomen_metrics():

@@ -45,17 +45,18 @@ rule baseline:
 
 rule abdomen_eval:
     input:
-        manifest=ABDOMEN_MANIFEST,
-        labels=abdomen_label_shards,
+        training_manifest,
     output:
-        "results/metrics/abdomen_atlas/reference.json",
+        "results/metrics/{dataset}/reference.json",
+    wildcard_constraints:
+        dataset="abdomen_atlas",
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("abdomen-eval"),
     log:
-        "results/logs/evaluate/abdomen_atlas.log",
+        "results/logs/evaluate/{dataset}/reference.log",
     benchmark:
-        "results/benchmarks/abdomen_eval.tsv"
+        "results/benchmarks/abdomen_eval/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -63,8 +64,8 @@ rule abdomen_eval:
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "uvlm --config {params.config} abdomen-eval --manifest {input.manifest} --labels {input.labels} "
-        "--out {output} > {log} 2>&1"
+        "uvlm --config {params.config} --dataset {wildcards.dataset} abdomen-eval --manifest {input} --out {output} "
+        "> {log} 2>&1"
 
 
 rule reconcile:
@@ -72,9 +73,10 @@ rule reconcile:
         manifest=MANIFEST,
         unlisted=UNLISTED_VOLUMES,
         stage1_cases=STAGE1_CASES,
-        preprocessed=lambda wc: preprocessed_of("ct_rate"),
+        preprocessed=lambda wc: [s for d in DATASETS for s in preprocessed_of(d)],
         pseudolabels=lambda wc: [d for s in config["pseudolabels"]["sources"] for d in pseudolabel_shards(s)],
-        labels=ct_rate_label_shards,
+        labels=lambda wc: ct_rate_label_shards(wc) + [s for d in MASKED_DATASETS for s in mask_label_shards_of(d)],
+        manifests=[training_manifest_path(d) for d in DATASETS[1:]],
     output:
         rejected="results/qc/rejected.csv",
         table="results/qc/reconciliation.csv",
@@ -82,6 +84,7 @@ rule reconcile:
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("reconcile"),
+        datasets=" ".join(f"{d}={training_manifest_path(d)}" for d in DATASETS[1:]),
     log:
         "results/logs/reconcile.log",
     benchmark:
@@ -95,7 +98,8 @@ rule reconcile:
     shell:
         "uvlm --config {params.config} reconcile --manifest {input.manifest} --unlisted {input.unlisted} "
         "--stage1-cases {input.stage1_cases} --preprocessed {input.preprocessed} --pseudolabels {input.pseudolabels} "
-        "--labels {input.labels} --rejected {output.rejected} --table {output.table} > {log} 2>&1"
+        "--labels {input.labels} --datasets {params.datasets} --rejected {output.rejected} --table {output.table} "
+        "> {log} 2>&1"
 
 
 rule tables:

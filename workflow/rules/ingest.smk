@@ -81,3 +81,27 @@ checkpoint ingest_abdomen:
         "../../envs/data.yaml"
     shell:
         "uvlm --config {params.config} ingest-abdomen --root {input} --out {output} > {log} 2>&1"
+
+
+checkpoint ingest_csv:
+    input:
+        csv_source,
+    output:
+        "results/manifest/{dataset}.parquet",
+    wildcard_constraints:
+        dataset=one_of(CSV_DATASETS),
+    params:
+        config=EFFECTIVE_CONFIG,
+        reads=step_reads("ingest-csv"),
+    log:
+        "results/logs/ingest_csv/{dataset}.log",
+    benchmark:
+        "results/benchmarks/ingest_csv/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "uvlm --config {params.config} --dataset {wildcards.dataset} ingest-csv --out {output} > {log} 2>&1"

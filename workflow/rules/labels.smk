@@ -47,19 +47,21 @@ rule labels_shard:
         "--sources {input.sources} --label-map {input.label_map} --granularities {params.granularities} --out {output} > {log} 2>&1"
 
 
-rule abdomen_labels_shard:
+rule mask_labels_shard:
     input:
-        manifest=ABDOMEN_MANIFEST,
-        label_map=config["abdomen_atlas"]["label_map"],
+        manifest=lambda wc: manifest_path(wc.dataset),
+        label_map=lambda wc: label_map_of(wc.dataset),
     output:
-        directory("results/labels/abdomen_atlas/shard_{shard}"),
+        directory("results/labels/{dataset}/shard_{shard}"),
+    wildcard_constraints:
+        dataset=one_of(MASKED_DATASETS),
     params:
         config=EFFECTIVE_CONFIG,
-        reads=step_reads("abdomen-labels"),
+        reads=step_reads("mask-labels"),
     log:
-        "results/logs/labels_abdomen/shard_{shard}.log",
+        "results/logs/labels/{dataset}/shard_{shard}.log",
     benchmark:
-        "results/benchmarks/abdomen_labels_shard/shard_{shard}.tsv"
+        "results/benchmarks/mask_labels_shard/{dataset}/shard_{shard}.tsv"
     threads: 1
     resources:
         mem_mb=8000,
@@ -67,8 +69,8 @@ rule abdomen_labels_shard:
     conda:
         "../../envs/data.yaml"
     shell:
-        "uvlm --config {params.config} abdomen-labels --manifest {input.manifest} --shard {wildcards.shard} "
-        "--label-map {input.label_map} --out {output} > {log} 2>&1"
+        "uvlm --config {params.config} --dataset {wildcards.dataset} mask-labels --manifest {input.manifest} "
+        "--shard {wildcards.shard} --label-map {input.label_map} --out {output} > {log} 2>&1"
 
 
 rule abdomen_cases:
@@ -76,7 +78,7 @@ rule abdomen_cases:
         manifest=ABDOMEN_MANIFEST,
         labels=abdomen_label_shards,
     output:
-        TRAINING_MANIFESTS["abdomen_atlas"],
+        ABDOMEN_CASES,
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("abdomen-cases"),

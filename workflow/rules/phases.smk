@@ -10,8 +10,7 @@ onstart:
 
 rule phase_data:
     input:
-        MANIFEST,
-        ABDOMEN_MANIFEST if config["abdomen_atlas"]["enabled"] else [],
+        [manifest_path(d) for d in DATASETS],
 
 
 rule phase_labels:
@@ -19,7 +18,8 @@ rule phase_labels:
         ct_rate_label_shards,
         qc_tables(),
         abdomen_outputs(),
-        [TRAINING_MANIFESTS[d] for d in DATASETS],
+        [training_manifest_path(d) for d in DATASETS],
+        lambda wc: [s for d in MASKED_DATASETS for s in mask_label_shards_of(d)],
 
 
 rule phase_preprocess:
