@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -32,8 +32,9 @@ class FakeOpenAIServer:
     """Start with ``with FakeOpenAIServer(labels) as srv:``; ``srv.base_url`` ends in /v1."""
 
     def __init__(self, labels: Sequence[str], model: str = "fake-model-2025-01-01",
-                 timeout_sleep_s: float = 2.0) -> None:
+                 timeout_sleep_s: float = 2.0, reader: Callable[[str], dict[str, bool]] | None = None) -> None:
         self.labels = list(labels)
+        self.reader = reader or (lambda text: keyword_truth(text, self.labels))  # how the "model" reads a report
         self.model = model
         self.timeout_sleep_s = timeout_sleep_s
         self.per_text: dict[str, list[str]] = {}  # report text -> kinds for its 1st, 2nd, ... call
@@ -78,7 +79,7 @@ class FakeOpenAIServer:
             return n, script[k] if k < len(script) else None
 
     def _answer(self, text: str, kind: str | None) -> str:
-        truth = keyword_truth(text, self.labels)
+        truth = dict(self.reader(text))
         if kind == "empty":
             return ""
         if kind == "invalid_json":

@@ -92,9 +92,17 @@ def test_standalone_nnunet_checkpoint_imports_as_stage1(tmp_path: Path) -> None:
     plans = {"configurations": {"3d_fullres": {"architecture": ENC.arch_kwargs()}}}
     ckpt = tmp_path / "fold_0" / "checkpoint_final.pth"
     ckpt.parent.mkdir()
+    dataset_json = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1, "liver_lesion": 2},
+                    "numTraining": 4, "file_ending": ".nii.gz"}
     torch.save({"network_weights": unet.state_dict(), "trainer_name": "nnUNetTrainer", "current_epoch": 1000,
-                "init_args": {"plans": plans, "configuration": "3d_fullres", "fold": 0}}, ckpt)
+                "init_args": {"plans": plans, "configuration": "3d_fullres", "fold": 0,
+                              "dataset_json": dataset_json}}, ckpt)
     import_stage1(ckpt, tmp_path / "seg_FL", ENC)
+    # the whole network as an nnU-Net model folder, as a trained Stage 1 keeps it (segmentation-based detection)
+    model = tmp_path / "seg_FL" / "nnunet_model"
+    assert json.loads((model / "dataset.json").read_text()) == dataset_json
+    assert json.loads((model / "plans.json").read_text()) == plans
+    assert (model / "fold_0" / "checkpoint_final.pth").read_bytes() == ckpt.read_bytes()
     encoder, cfg = load_encoder(tmp_path / "seg_FL", expected=ENC)
     for k, v in unet.encoder.state_dict().items():
         assert torch.equal(encoder.state_dict()[k], v), k

@@ -128,6 +128,55 @@ def test_micro_demo_runs_end_to_end(micro_run: Path) -> None:
     assert 0.62 in t5a["paper_f1"].tolist()  # the paper's AbdomenAtlas column
 
 
+def test_abdomen_atlas_scored_by_an_llm_over_http(micro_run: Path, tmp_path: Path) -> None:
+    """The paper scored AbdomenAtlas with an LLM: the dataset's `evaluate` and `abdomen-eval` steps, run as
+    the workflow runs them with `abdomen_atlas.overrides.evaluation.extractor: llm`, send each report through
+    the real openai client to a local OpenAI-compatible server that reads it as the rules extractor does;
+    the LLM path then gives exactly the rules' numbers of the micro run, with the dataset's prompt and its
+    3 labels, and a second run makes no call (the answer cache)."""
+    from fake_openai_server import FakeOpenAIServer
+
+    from uvlm.constants import ABDOMEN_LESION_LABELS
+    from uvlm.evaluation.extract_rules import extract_labels
+
+    def reads(text: str) -> dict[str, bool]:
+        return {k: bool(v) for k, v in extract_labels(text, "abdomen_atlas").items()}
+
+    results = micro_run / "results"
+    reports, cases = results / "reports" / "abdomen_atlas" / "seg_cl_cls_rep_sc.parquet", results / "labels" / \
+        "abdomen_atlas_cases.parquet"
+    with FakeOpenAIServer(list(ABDOMEN_LESION_LABELS), reader=reads) as server:
+        cfg = yaml.safe_load((micro_run / "micro.yaml").read_text())
+        cfg["abdomen_atlas"]["overrides"]["evaluation"] = {
+            "extractor": "llm", "cache_dir": str(tmp_path / "extraction"),
+            "llm": {"base_url": server.base_url, "allowed_hosts": ["127.0.0.1"], "api_key_env": "UVLM_TEST_LLM_KEY"}}
+        (tmp_path / "llm.yaml").write_text(yaml.safe_dump(cfg))
+
+        def step(name: str, *args: str) -> dict:
+            out = tmp_path / f"{name}.json"
+            done = subprocess.run(["uvlm", "--config", str(tmp_path / "llm.yaml"), "--dataset", "abdomen_atlas", name,
+                                   *args, "--out", str(out)], cwd=micro_run, capture_output=True, text=True,
+                                  timeout=300, env={**os.environ, "UVLM_TEST_LLM_KEY": "sk-test-abdomen"})
+            assert done.returncode == 0, done.stderr[-3000:]
+            return json.loads(out.read_text())
+
+        generated = step("evaluate", "--reports", str(reports), "--manifest", str(cases))
+        reference = step("abdomen-eval", "--manifest", str(cases))
+        calls = server.count
+        assert calls >= len(pd.read_parquet(reports)) and calls == len(server._text_calls)  # one call per text
+        system = [m["content"] for m in server.requests[0]["body"]["messages"] if m["role"] == "system"][0]
+        assert all(label in system for label in ABDOMEN_LESION_LABELS) and "CT-RATE" not in system
+        step("evaluate", "--reports", str(reports), "--manifest", str(cases))
+        assert server.count == calls  # answered from the cache
+    by_rules = json.loads((results / "metrics" / "abdomen_atlas" / "seg_cl_cls_rep_sc.json").read_text())
+    for key in ("macro_f1", "macro_precision", "macro_recall", "bleu_mean", "n_reports"):
+        assert generated[key] == by_rules[key], key
+    assert generated["per_class"] == by_rules["per_class"] and list(by_rules["per_class"]) == list(ABDOMEN_LESION_LABELS)
+    assert (generated["extractor"], by_rules["extractor"]) == ("llm", "rules")
+    rules_ref = json.loads((results / "metrics" / "abdomen_atlas" / "reference.json").read_text())
+    assert reference["Reference reports, llm extractor"] == rules_ref["Reference reports, rules extractor"]
+
+
 def test_your_own_csv_dataset_goes_through_every_stage(micro_run: Path) -> None:
     """The hospital of tests/hospital_data.py (a CSV naming NIfTI files and DICOM series folders, reports,
     0/1 labels, mask folders), configured as a `csv_datasets` entry and nothing else: its own Stage 1 on its

@@ -194,7 +194,9 @@ def import_stage1(checkpoint: str | Path, out_dir: str | Path, enc: EncoderConfi
 
     The checkpoint is read with the weights-only loader; its plans must describe the architecture
     our config asks for (an error lists every differing key), and its encoder weights must load
-    strictly. Written like a trained Stage 1 folder: encoder.safetensors, encoder_config.json, plans.json.
+    strictly. Written like a trained Stage 1 folder: encoder.safetensors, encoder_config.json, plans.json, and
+    the whole network as an nnU-Net model folder (nnunet_model/: plans.json, dataset.json from the checkpoint's
+    own init args or the run folder, fold_0/checkpoint_final.pth) for segmentation-based detection.
     """
     from uvlm.models.encoder import build_encoder
     from uvlm.pseudolabel.nnunet_model import load_checkpoint
@@ -219,3 +221,16 @@ def import_stage1(checkpoint: str | Path, out_dir: str | Path, enc: EncoderConfi
                                                    "trainer": ckpt["trainer_name"],
                                                    "epochs": int(ckpt.get("current_epoch", 0))})
         write_json(plans, partial / "plans.json")
+        dataset_json = ckpt["init_args"].get("dataset_json")
+        beside = checkpoint.parent.parent / "dataset.json"  # <run>/fold_X/checkpoint_final.pth
+        if dataset_json is None and beside.is_file():
+            dataset_json = json.loads(beside.read_text())
+        if dataset_json is None:
+            log.warning("%s: no dataset.json in the checkpoint or beside its fold folder: no %s/, so no "
+                        "segmentation-based detection from this Stage 1", checkpoint, NNUNET_MODEL)
+            return
+        model = partial / NNUNET_MODEL
+        (model / "fold_0").mkdir(parents=True)
+        write_json(plans, model / "plans.json")
+        write_json(dataset_json, model / "dataset.json")
+        shutil.copyfile(checkpoint, model / "fold_0" / "checkpoint_final.pth")
