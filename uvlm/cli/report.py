@@ -81,7 +81,7 @@ def cmd_reconcile(a: argparse.Namespace, cfg: dict) -> None:
 
 def cmd_tables(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.data.roots import abdomen_label, dataset_label
-    from uvlm.evaluation.result_tables import write_abdomen_tables, write_dataset_tables, write_result_tables
+    from uvlm.evaluation.result_tables import write_abdomen_tables, write_result_tables
     from uvlm.experiments import Plan
 
     plans = {d: Plan.from_config(view, d) for d, view in a.views.items()}
@@ -90,9 +90,14 @@ def cmd_tables(a: argparse.Namespace, cfg: dict) -> None:
     if "abdomen_atlas" in plans:
         write_abdomen_tables(a.out_dir, plans["abdomen_atlas"], a.metrics, a.stage2, a.published, a.abdomen,
                              abdomen_label(cfg), a.views["abdomen_atlas"]["evaluation"]["extractor"], a.detections)
-    for name in cfg["csv_datasets"]:  # your own data: no published columns
-        write_dataset_tables(a.out_dir, plans[name], a.metrics, a.stage2, a.published, name)
     print(main.read_text())
+
+
+def cmd_dataset_tables(a: argparse.Namespace, cfg: dict) -> None:
+    from uvlm.evaluation.result_tables import write_dataset_tables
+    from uvlm.experiments import Plan
+
+    write_dataset_tables(a.out_dir, Plan.from_config(cfg, a.dataset), a.metrics, a.stage2, a.published, a.dataset)
 
 
 def cmd_figures(a: argparse.Namespace, cfg: dict) -> None:

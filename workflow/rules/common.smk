@@ -228,8 +228,11 @@ def stage3_init(wildcards):
 
 
 TABLES = ["main", "table4_classification", "table5_ablations"] + (
-    ["table3_abdomen"] if "abdomen_atlas" in DATASETS else []) + [
-    f"{t}_{d}" for d in DATASETS[1:] for t in ("table4_classification", "table5_ablations")]
+    ["table3_abdomen", "table4_classification_abdomen_atlas", "table5_ablations_abdomen_atlas"]
+    if "abdomen_atlas" in DATASETS else [])
+# Your own datasets' Tables 4 and 5, each built by its own `dataset_tables` job from its runs only (so
+# `snakemake results/tables/table5_ablations_<name>.md` trains that dataset alone).
+CSV_TABLES = [f"{t}_{d}" for d in CSV_DATASETS for t in ("table4_classification", "table5_ablations")]
 
 
 def abdomen_metrics():

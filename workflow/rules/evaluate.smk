@@ -134,6 +134,36 @@ rule tables:
         "> {log} 2>&1"
 
 
+rule dataset_tables:
+    input:
+        metrics=lambda wc: run_outputs("metrics", wc.dataset),
+        stage2=lambda wc: PLANS[wc.dataset].stage2_dirs,
+        published="config/published.yaml",
+    output:
+        expand("results/tables/{table}_{{dataset}}.{ext}", table=("table4_classification", "table5_ablations"),
+               ext=("md", "csv")),
+    wildcard_constraints:
+        dataset=one_of(CSV_DATASETS),
+    params:
+        config=EFFECTIVE_CONFIG,
+        reads=step_reads("dataset-tables"),
+        stage2=lambda wc, input: f"--stage2 {' '.join(input.stage2)}" if input.stage2 else "",
+        out=lambda wc, output: os.path.dirname(output[0]),
+    log:
+        "results/logs/dataset_tables/{dataset}.log",
+    benchmark:
+        "results/benchmarks/dataset_tables/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "uvlm --config {params.config} --dataset {wildcards.dataset} dataset-tables --metrics {input.metrics} "
+        "{params.stage2} --published {input.published} --out-dir {params.out} > {log} 2>&1"
+
+
 rule figures:
     input:
         metrics=run_outputs("metrics", "ct_rate"),
@@ -167,7 +197,7 @@ rule figures:
 
 rule report_html:
     input:
-        tables=expand("results/tables/{table}.csv", table=TABLES),
+        tables=expand("results/tables/{table}.csv", table=TABLES + CSV_TABLES),
         reconciliation="results/qc/reconciliation.csv",
         figures=rules.figures.output,
         qc=qc_tables(),
