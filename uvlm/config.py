@@ -92,20 +92,20 @@ def validate_config(cfg: dict[str, Any], views: bool = True) -> dict[str, Any]:
     return cfg
 
 
-def dataset_label_set(cfg: dict[str, Any], dataset: str) -> str:
-    """The label vocabulary a dataset's manifest names (uvlm.data.manifest.label_set) before it is written."""
-    if dataset in BUILT_IN_DATASETS:
-        return dataset
-    return cfg["csv_datasets"][dataset]["source"].get("label_set") or dataset
-
-
 def _check_dataset(view: dict[str, Any], dataset: str) -> None:
     """What a dataset's own data must provide for the experiments its view runs, and the text extractor for
     its label set: found here, before any job, rather than as a failure at scoring time."""
+    from uvlm.data.csv_manifest import CsvDatasetConfig
     from uvlm.evaluation.extract_rules import LABEL_SETS
     from uvlm.experiments import Plan
 
-    vocabulary = dataset_label_set(view, dataset)
+    source = None
+    if dataset in view["csv_datasets"]:
+        try:
+            source = CsvDatasetConfig.from_config(view["csv_datasets"][dataset]["source"])
+        except ValueError as err:
+            raise ConfigError(f"csv_datasets/{dataset}/source: {err}") from None
+    vocabulary = source.label_set_name(dataset) if source else dataset  # what its manifest will name
     ev = view["evaluation"]
     if ev["extractor"] == "radbert" and vocabulary != "ct_rate":
         raise ConfigError(f"evaluation/extractor: radbert classifies CT-RATE's 18 labels, not label set "
@@ -119,20 +119,13 @@ def _check_dataset(view: dict[str, Any], dataset: str) -> None:
         prompt = Path(ev["llm"]["prompt_dir"]) / f"{vocabulary}_v1.md"
         if not prompt.is_file():
             raise ConfigError(f"evaluation/extractor: llm needs the prompt {prompt} for label set '{vocabulary}'")
-    if dataset not in view["csv_datasets"]:
+    if source is None:
         return
-    entry = view["csv_datasets"][dataset]["source"]
-    from uvlm.data.csv_manifest import CsvDatasetConfig
-
-    try:
-        CsvDatasetConfig.from_config(entry)
-    except ValueError as err:
-        raise ConfigError(f"csv_datasets/{dataset}/source: {err}") from None
-    if ev["extractor"] == "rules" and list(entry["labels"]) != list(LABEL_SETS[vocabulary][0]):
+    if ev["extractor"] == "rules" and list(source.labels) != list(LABEL_SETS[vocabulary][0]):
         raise ConfigError(f"csv_datasets/{dataset}/source/labels: the rules of label set '{vocabulary}' extract "
-                          f"{list(LABEL_SETS[vocabulary][0])}, not {list(entry['labels'])}")
+                          f"{list(LABEL_SETS[vocabulary][0])}, not {list(source.labels)}")
     stage1 = Plan.from_config(view, dataset).stage1
-    if stage1 and not entry.get("mask_column"):
+    if stage1 and not source.mask_column:
         raise ConfigError(f"csv_datasets/{dataset}/source has no masks (mask_column is empty), so no Stage 1, but its "
                           f"experiments or stage2_runs start from Stage 1 {', '.join(stage1)}: run only experiments "
                           "without 'seg' (and stage2_runs [none]) for it")

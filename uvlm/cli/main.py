@@ -41,8 +41,7 @@ COMMANDS: dict[str, tuple[str, list[tuple[str, dict]]]] = {
     "labels": ("merge label maps for one shard", [("--manifest", REQ), SHARD, ("--sources", MANY),
                                                   ("--label-map", REQ), ("--granularities", MANY), ("--out", REQ)]),
     "mask-labels": ("label maps from per-class masks (AbdomenAtlas, a CSV's mask folders) + RadGPT lesion labels "
-                    "for one shard",
-                       [("--manifest", REQ), SHARD, ("--label-map", REQ), ("--out", REQ)]),
+                    "for one shard", [("--manifest", REQ), SHARD, ("--label-map", REQ), ("--out", REQ)]),
     "abdomen-cases": ("AbdomenAtlas manifest + RadGPT lesion labels -> the manifest Stages 2-3 and scoring read",
                       [("--manifest", REQ), ("--labels", MANY), ("--out", REQ)]),
     "abdomen-qc": ("AbdomenAtlas lesion-label and missing-class tables", [("--shards", MANY), ("--out", REQ)]),

@@ -57,7 +57,7 @@ def cmd_reconcile(a: argparse.Namespace, cfg: dict) -> None:
 
     from uvlm.evaluation.tables import write_table
     from uvlm.io import write_csv
-    from uvlm.qc.reconcile import reconcile, reconcile_masked
+    from uvlm.qc.reconcile import reconcile, reconcile_dataset
 
     preprocessed, labels = _by_dataset(a.preprocessed), _by_dataset(a.labels)
     parts = [reconcile(pd.read_parquet(a.manifest), pd.read_csv(a.unlisted, keep_default_na=False),
@@ -65,7 +65,7 @@ def cmd_reconcile(a: argparse.Namespace, cfg: dict) -> None:
                        _by_dataset(a.pseudolabels), labels.get("ct_rate", []))]
     for entry in a.datasets:  # DATASET=TRAINING_MANIFEST
         dataset, _, manifest = entry.partition("=")
-        parts.append(reconcile_masked(pd.read_parquet(manifest), preprocessed.get(dataset, []),
+        parts.append(reconcile_dataset(pd.read_parquet(manifest), preprocessed.get(dataset, []),
                                       labels.get(dataset, []), dataset))
     rejected = pd.concat([r for r, _ in parts], ignore_index=True)
     table = pd.concat([t for _, t in parts], ignore_index=True)

@@ -89,6 +89,10 @@ class CsvDatasetConfig:
                              f"classes make each Stage 1 granularity (mask_column={self.mask_column!r}, "
                              f"label_map={self.label_map!r})")
 
+    def label_set_name(self, dataset: str) -> str:
+        """The name the manifest gives its label set: `label_set`, else the dataset's name."""
+        return self.label_set or dataset
+
     @classmethod
     def from_config(cls, entry: dict) -> CsvDatasetConfig:
         """From a plain dict (a YAML config entry); unknown keys are an error, not silently ignored."""
@@ -246,4 +250,4 @@ def ingest_csv(cfg: CsvDatasetConfig, shard_size: int, name: str = "csv") -> pd.
     if len(limited):
         log.warning("%s: %d of %d rows are limited, e.g. %s: %s", cfg.csv, len(limited), len(out),
                     limited["volume_name"].iloc[0], limited["problems"].iloc[0])
-    return with_label_set(out, cfg.label_set or name, cfg.labels)
+    return with_label_set(out, cfg.label_set_name(name), cfg.labels)

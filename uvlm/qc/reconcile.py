@@ -90,12 +90,12 @@ def reconcile(manifest: pd.DataFrame, unlisted: pd.DataFrame, stage1_cases: pd.D
     return ledger.frames()
 
 
-def reconcile_masked(manifest: pd.DataFrame, preprocess_shards: list[str | Path], label_shards: list[str | Path],
+def reconcile_dataset(manifest: pd.DataFrame, preprocess_shards: list[str | Path], label_shards: list[str | Path],
                      dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rejected rows, reconciliation table) for a dataset whose masks, if any, come with it (AbdomenAtlas, a
-    CSV dataset): every case is a manifest row (a case without a report or without its CT stays there
-    with its reason), its label maps cover every case with its CT and masks (manifest.has_masks), and `manifest` is the one Stages 2-3
-    and scoring read (with the dataset's labels)."""
+    """(rejected rows, reconciliation table) for a dataset besides CT-RATE (AbdomenAtlas, a CSV dataset),
+    whose masks, if any, come with it: every case is a manifest row (one without a report or without its CT
+    stays there with its reason), its label maps cover every case with its CT and masks
+    (manifest.has_masks), and `manifest` is the one Stages 2-3 and scoring read (with the dataset's labels)."""
     ledger = _Ledger(dataset)
     listed = set(manifest["volume_name"])
     ledger.account("ingest", listed, listed, {})
