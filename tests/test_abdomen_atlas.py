@@ -28,6 +28,8 @@ from uvlm.labels.abdomen_shard import label_abdomen_shard
 from uvlm.labels.label_map import load_label_map
 from uvlm.labels.merge import AnatomySource, matches, merge_labels
 from uvlm.labels.radgpt import LESION_ORGANS, lesion_findings, lesion_labels, lesion_present
+from uvlm.preprocess.volume import preprocess_shard
+from uvlm.qc.reconcile import reconcile_dataset
 from uvlm.shards import ShardError, read_shard_errors
 
 ABDOMEN = Path(__file__).resolve().parent.parent / "config" / "labels" / "abdomen.yaml"
@@ -162,6 +164,18 @@ def test_cases_without_a_report_are_rejected_with_their_reason_and_counts_reconc
         rejected = {c: r for c, r in train["problems"].items() if c not in kept}
         assert set(rejected) == limited - set(labelled.index[labelled["split"] == "valid"])
         assert len(kept) + len(rejected) == len(train) and all(rejected.values())
+    # the same account as results/qc/reconciliation.csv gives it: cases in = accepted + rejected, per step
+    preprocess_shard(df, tmp_path / "pre", (8, 8, 8), (-1000.0, 1000.0), "LPS")
+    rejected, table = reconcile_dataset(labelled.reset_index(), [tmp_path / "pre"], [tmp_path / "shard"],
+                                        "abdomen_atlas")
+    steps = table.set_index("step")
+    assert table["balanced"].all() and (table["in"] == table["accepted"] + table["rejected"]).all(), table
+    assert steps.loc["ingest", ["in", "accepted"]].tolist() == [N_CASES, N_CASES]
+    assert steps.loc["label maps", ["in", "accepted", "rejected"]].tolist() == [N_CASES, N_CASES - 1, 1]
+    why = {(r.case, r.step): r.reason for r in rejected.itertuples()}
+    for case in {"BDMAP_00000002", "BDMAP_00000004"} - set(labelled.index[labelled["split"] == "valid"]):
+        assert why[(case, "Stage 3 (report targets)")] == labelled.loc[case, "problems"]
+    assert "spleen.nii.gz" in why[("BDMAP_00000006", "label maps")]
 
 
 # ----------------------------------------------------------------------------- RadGPT rule
