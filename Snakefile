@@ -36,8 +36,7 @@ include: "workflow/rules/phases.smk"
 
 rule all:
     input:
-        "results/tables/main.md",
-        "results/tables/main.csv",
+        ["results/tables/main.md", "results/tables/main.csv"] if CT_RATE else [],
         "results/report.html",
         qc_tables(),
         abdomen_outputs(),

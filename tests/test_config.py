@@ -131,6 +131,17 @@ def test_a_csv_dataset_with_a_known_label_set_is_a_trained_dataset() -> None:
         validate_config(cfg)
 
 
+def test_ct_rate_can_be_switched_off_but_not_every_dataset() -> None:
+    cfg = _with_csv({"labels": ["liver_lesion", "kidney_lesion", "pancreatic_lesion"], "label_set": "abdomen_atlas"})
+    cfg["ct_rate_enabled"] = False
+    assert trained_datasets(validate_config(cfg)) == ["abdomen_atlas", "clinic"]
+    cfg["abdomen_atlas"]["enabled"] = False
+    assert trained_datasets(validate_config(cfg)) == ["clinic"]
+    cfg["csv_datasets"] = {}
+    with pytest.raises(ConfigError, match="no dataset to run"):
+        validate_config(cfg)
+
+
 def test_experiment_needs_are_said_once() -> None:
     exps = experiments(load_config())
     sc = exps["seg_cl_cls_rep_sc"]

@@ -108,3 +108,13 @@ def test_your_own_csv_dataset_goes_through_every_stage(micro_run: Path) -> None:
     rules = set(re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):", plan.stdout, re.M))
     assert datasets == {"hospital"} and {"stage1", "stage2", "stage3", "dataset_tables"} <= rules
     assert not rules & {"demo_data", "ingest", "demo_abdomen", "ingest_abdomen", "tables"}, rules
+    # with CT-RATE and AbdomenAtlas switched off, `all` is this dataset's run, its account and its page
+    cfg = yaml.safe_load((micro_run / "micro.yaml").read_text())
+    cfg["ct_rate_enabled"], cfg["abdomen_atlas"]["enabled"] = False, False
+    (micro_run / "hospital_only.yaml").write_text(yaml.safe_dump(cfg))
+    plan = _snakemake(micro_run, "-n", "--forceall", f"--configfile={micro_run / 'hospital_only.yaml'}", "all")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    rules = set(re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):", plan.stdout, re.M))
+    assert set(re.findall(r"^    wildcards: .*?dataset=(\w+)", plan.stdout, re.M)) == {"hospital"}
+    assert {"dataset_tables", "reconcile", "report_html", "stage3"} <= rules
+    assert not rules & {"demo_data", "ingest", "pseudolabel_shard", "tables", "figures", "demo_abdomen"}, rules

@@ -19,8 +19,8 @@ EFFECTIVE_CONFIG = "results/config/effective.json"
 # Sections a config file replaces whole instead of key by key: catalogues whose entries a config names for
 # itself (the paper's 17 experiments, a cluster's labelers); merged, the demo's entries would join them.
 REPLACED_WHOLE = ("experiments", "pseudolabels.labelers", "abdomen_atlas.overrides", "csv_datasets")
-# The datasets with a reader of their own; CT-RATE always goes through every stage, AbdomenAtlas when
-# `abdomen_atlas.enabled`, and each entry of `csv_datasets` (your own data) under its name.
+# The datasets with a reader of their own; CT-RATE goes through every stage when `ct_rate_enabled`,
+# AbdomenAtlas when `abdomen_atlas.enabled`, and each entry of `csv_datasets` (your own data) under its name.
 BUILT_IN_DATASETS = ("ct_rate", "abdomen_atlas")
 
 
@@ -30,7 +30,8 @@ class ConfigError(ValueError):
 
 def trained_datasets(cfg: dict[str, Any]) -> list[str]:
     """The datasets that go through the three stages with this config."""
-    return ["ct_rate", *(["abdomen_atlas"] if cfg["abdomen_atlas"]["enabled"] else []), *cfg["csv_datasets"]]
+    return [*(["ct_rate"] if cfg["ct_rate_enabled"] else []), *(["abdomen_atlas"] if cfg["abdomen_atlas"]["enabled"] else []),
+            *cfg["csv_datasets"]]
 
 
 def overrides_key(dataset: str) -> str:
@@ -82,7 +83,10 @@ def validate_config(cfg: dict[str, Any], views: bool = True) -> dict[str, Any]:
                               f"{total_stride} in every axis")
     _check_experiments(cfg)
     _check_labelers(cfg["pseudolabels"])
-    for dataset in trained_datasets(cfg)[1:] if views else ():
+    if views and not trained_datasets(cfg):
+        raise ConfigError("no dataset to run: ct_rate_enabled and abdomen_atlas/enabled are false and csv_datasets is "
+                          "empty")
+    for dataset in [d for d in trained_datasets(cfg) if d != "ct_rate"] if views else ():
         where = overrides_key(dataset).replace(".", "/")
         try:
             view = validate_config(dataset_view(cfg, dataset), views=False)

@@ -62,7 +62,7 @@ def cmd_reconcile(a: argparse.Namespace, cfg: dict) -> None:
     preprocessed, labels = _by_dataset(a.preprocessed), _by_dataset(a.labels)
     parts = [reconcile(pd.read_parquet(a.manifest), pd.read_csv(a.unlisted, keep_default_na=False),
                        pd.read_parquet(a.stage1_cases), preprocessed.get("ct_rate", []),
-                       _by_dataset(a.pseudolabels), labels.get("ct_rate", []))]
+                       _by_dataset(a.pseudolabels), labels.get("ct_rate", []))] if a.manifest else []
     for entry in a.datasets:  # DATASET=TRAINING_MANIFEST
         dataset, _, manifest = entry.partition("=")
         parts.append(reconcile_dataset(pd.read_parquet(manifest), preprocessed.get(dataset, []),
@@ -85,12 +85,13 @@ def cmd_tables(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.experiments import Plan
 
     plans = {d: Plan.from_config(view, d) for d, view in a.views.items()}
-    main = write_result_tables(a.out_dir, plans["ct_rate"], cfg["main_experiment"], a.metrics, a.stage2,
-                               a.baseline, a.published, dataset_label(cfg), cfg["evaluation"]["extractor"])
+    if "ct_rate" in plans:
+        main = write_result_tables(a.out_dir, plans["ct_rate"], cfg["main_experiment"], a.metrics, a.stage2,
+                                   a.baseline, a.published, dataset_label(cfg), cfg["evaluation"]["extractor"])
+        print(main.read_text())
     if "abdomen_atlas" in plans:
         write_abdomen_tables(a.out_dir, plans["abdomen_atlas"], a.metrics, a.stage2, a.published, a.abdomen,
                              abdomen_label(cfg), a.views["abdomen_atlas"]["evaluation"]["extractor"], a.detections)
-    print(main.read_text())
 
 
 def cmd_dataset_tables(a: argparse.Namespace, cfg: dict) -> None:
@@ -113,4 +114,6 @@ def cmd_report_html(a: argparse.Namespace, cfg: dict) -> None:
     from uvlm.data.roots import dataset_label
     from uvlm.evaluation.report_html import write_results_page
 
-    write_results_page(a.out, a.tables, a.figures, dataset_label(cfg), cfg["run"], EFFECTIVE_CONFIG)
+    names = [dataset_label(cfg) if d == "ct_rate" else d for d in a.views]
+    runs = [f"{name}: {', '.join(view['run'])}" for name, view in zip(names, a.views.values(), strict=True)]
+    write_results_page(a.out, a.tables, a.figures, ", ".join(names), runs, EFFECTIVE_CONFIG)

@@ -44,9 +44,10 @@ def write_html_report(out_html: str | Path, title: str, tables: list[tuple[str, 
 
 def write_results_page(out_html: str | Path, tables: list[str], figures: list[str], dataset: str,
                        experiments: list[str], config_file: str) -> None:
-    """The run's page: every table (its caption is the first line of the .md beside its .csv) and figure."""
+    """The run's page: every table (its caption is the first line of the .md beside its .csv) and figure.
+    `dataset` names the datasets run; `experiments` says which experiments ran (per dataset)."""
     entries = [(Path(t).stem.replace("_", " "), t, Path(t).with_suffix(".md").read_text().split("\n", 1)[0])
                for t in tables]
     write_html_report(out_html, f"U-VLM results ({dataset})", entries,
                       [(Path(f).stem.replace("_", " "), f) for f in figures],
-                      notes=[f"Experiments: {', '.join(experiments)}. Configuration: {config_file}."])
+                      notes=[f"Experiments: {'; '.join(experiments)}. Configuration: {config_file}."])

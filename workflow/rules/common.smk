@@ -33,7 +33,8 @@ for _view in VIEWS.values():  # scoring needs its model folder: stop before any 
     check_extractor(_view["evaluation"])
 # What `all` builds and which model each experiment starts from, per dataset: uvlm/experiments.py says it once.
 PLANS = {d: Plan.from_config(VIEWS[d], d) for d in DATASETS}
-PLAN = PLANS["ct_rate"]
+CT_RATE = "ct_rate" in DATASETS  # ct_rate_enabled
+PLAN = PLANS.get("ct_rate")  # CT-RATE's plan (Table 2, figures), None when it is off
 CSV_DATASETS = list(config["csv_datasets"])  # your own data (uvlm/data/csv_manifest.py)
 # Datasets whose label maps come from per-class masks shipped with them (not from pseudo-labels).
 MASKED_DATASETS = [d for d in DATASETS if d == "abdomen_atlas"
@@ -206,13 +207,13 @@ def qc_reference_shards(labeler):
 
 
 def qc_tables():
-    """QC tables of every source labeler (scored against the reference when there is one)."""
-    return [f"results/qc/ct_rate/{s}/classes.md" for s in config["pseudolabels"]["sources"]]
+    """QC tables of every source labeler (scored against the reference when there is one), with CT-RATE on."""
+    return [f"results/qc/ct_rate/{s}/classes.md" for s in config["pseudolabels"]["sources"]] if CT_RATE else []
 
 
 def needed_granularities():
     """Stage 1 granularities CT-RATE's plan uses (labels are built only for these)."""
-    return list(PLAN.stage1) or ["C"]
+    return list(PLAN.stage1 if PLAN else ()) or ["C"]
 
 
 def stage2_init(wildcards):
@@ -227,7 +228,8 @@ def stage3_init(wildcards):
     return [d] if d else []
 
 
-TABLES = ["main", "table4_classification", "table5_ablations"] + (
+# The tables of the `tables` job: CT-RATE's (Table 2 `main`, Tables 4-5) and AbdomenAtlas's.
+TABLES = (["main", "table4_classification", "table5_ablations"] if CT_RATE else []) + (
     ["table3_abdomen", "table4_classification_abdomen_atlas", "table5_ablations_abdomen_atlas"]
     if "abdomen_atlas" in DATASETS else [])
 # Your own datasets' Tables 4 and 5, each built by its own `dataset_tables` job from its runs only (so
@@ -261,13 +263,22 @@ def run_stage1_dirs():
 
 def run_model_dirs():
     """Every trained model folder behind CT-RATE's plan (training-curve figure)."""
-    return PLAN.model_dirs
+    return PLAN.model_dirs if PLAN else []
+
+
+def ct_rate_reconcile_args(wildcards, input):
+    """The reconciliation's CT-RATE inputs (ingest, Stage 1 cases, pseudo-labels), with CT-RATE on."""
+    if not CT_RATE:
+        return ""
+    return (f"--manifest {input.manifest} --unlisted {input.unlisted} --stage1-cases {input.stage1_cases} "
+            f"--pseudolabels {' '.join(input.pseudolabels)}")
 
 
 def run_outputs(kind, dataset=None):
     """Every planned experiment's file of one kind (reports, metrics) per dataset: results/<kind>/<d>/<name>."""
     ext = {"reports": "parquet", "metrics": "json"}[kind]
-    return [f"results/{kind}/{d}/{name}.{ext}" for d in ([dataset] if dataset else DATASETS) for name in PLANS[d].names]
+    datasets = [d for d in ([dataset] if dataset else DATASETS) if d in PLANS]  # none for a dataset that is off
+    return [f"results/{kind}/{d}/{name}.{ext}" for d in datasets for name in PLANS[d].names]
 
 
 def run_metrics():

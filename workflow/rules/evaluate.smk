@@ -70,13 +70,15 @@ rule abdomen_eval:
 
 rule reconcile:
     input:
-        manifest=MANIFEST,
-        unlisted=UNLISTED_VOLUMES,
-        stage1_cases=STAGE1_CASES,
+        manifest=MANIFEST if CT_RATE else [],
+        unlisted=UNLISTED_VOLUMES if CT_RATE else [],
+        stage1_cases=STAGE1_CASES if CT_RATE else [],
         preprocessed=lambda wc: [s for d in DATASETS for s in preprocessed_of(d)],
-        pseudolabels=lambda wc: [d for s in config["pseudolabels"]["sources"] for d in pseudolabel_shards(s)],
-        labels=lambda wc: ct_rate_label_shards(wc) + [s for d in MASKED_DATASETS for s in mask_label_shards_of(d)],
-        manifests=[training_manifest_path(d) for d in DATASETS[1:]],
+        pseudolabels=lambda wc: [d for s in config["pseudolabels"]["sources"] for d in pseudolabel_shards(s)]
+        if CT_RATE else [],
+        labels=lambda wc: (ct_rate_label_shards(wc) if CT_RATE else [])
+        + [s for d in MASKED_DATASETS for s in mask_label_shards_of(d)],
+        manifests=[training_manifest_path(d) for d in DATASETS if d != "ct_rate"],
     output:
         rejected="results/qc/rejected.csv",
         table="results/qc/reconciliation.csv",
@@ -84,7 +86,8 @@ rule reconcile:
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("reconcile"),
-        datasets=" ".join(f"{d}={training_manifest_path(d)}" for d in DATASETS[1:]),
+        ct_rate=ct_rate_reconcile_args,
+        datasets=" ".join(f"{d}={training_manifest_path(d)}" for d in DATASETS if d != "ct_rate"),
     log:
         "results/logs/reconcile.log",
     benchmark:
@@ -96,8 +99,7 @@ rule reconcile:
     conda:
         "../../envs/data.yaml"
     shell:
-        "uvlm --config {params.config} reconcile --manifest {input.manifest} --unlisted {input.unlisted} "
-        "--stage1-cases {input.stage1_cases} --preprocessed {input.preprocessed} --pseudolabels {input.pseudolabels} "
+        "uvlm --config {params.config} reconcile {params.ct_rate} --preprocessed {input.preprocessed} "
         "--labels {input.labels} --datasets {params.datasets} --rejected {output.rejected} --table {output.table} "
         "> {log} 2>&1"
 
@@ -105,7 +107,7 @@ rule reconcile:
 rule tables:
     input:
         metrics=run_metrics(),
-        baseline="results/metrics/ct_rate/baseline_most_frequent.json",
+        baseline="results/metrics/ct_rate/baseline_most_frequent.json" if CT_RATE else [],
         published="config/published.yaml",
         stage2=run_stage2_dirs(),
         abdomen=abdomen_metrics(),
@@ -116,6 +118,7 @@ rule tables:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("tables"),
         abdomen=lambda wc, input: f"--abdomen {input.abdomen}" if input.abdomen else "",
+        baseline=lambda wc, input: f"--baseline {input.baseline}" if input.baseline else "",
         out=lambda wc, output: os.path.dirname(output[0]),
     log:
         "results/logs/tables.log",
@@ -129,7 +132,7 @@ rule tables:
         "../../envs/evaluate.yaml"
     shell:
         "uvlm --config {params.config} tables --metrics {input.metrics} --stage2 {input.stage2} "
-        "--baseline {input.baseline} --published {input.published} {params.abdomen} --detections {input.detections} "
+        "{params.baseline} --published {input.published} {params.abdomen} --detections {input.detections} "
         "--out-dir {params.out} "
         "> {log} 2>&1"
 
@@ -174,7 +177,7 @@ rule figures:
     output:
         "results/figures/per_class_f1.png",
         "results/figures/training_curves.png",
-        expand("results/figures/qualitative_{name}.png", name=PLAN.names),
+        expand("results/figures/qualitative_{name}.png", name=PLAN.names if PLAN else []),
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("figures"),
@@ -199,7 +202,7 @@ rule report_html:
     input:
         tables=expand("results/tables/{table}.csv", table=TABLES + CSV_TABLES),
         reconciliation="results/qc/reconciliation.csv",
-        figures=rules.figures.output,
+        figures=rules.figures.output if CT_RATE else [],
         qc=qc_tables(),
     output:
         "results/report.html",

@@ -15,7 +15,7 @@ rule phase_data:
 
 rule phase_labels:
     input:
-        ct_rate_label_shards,
+        ct_rate_label_shards if CT_RATE else [],
         qc_tables(),
         abdomen_outputs(),
         [training_manifest_path(d) for d in DATASETS],
