@@ -95,6 +95,8 @@ def main() -> None:
     ap.add_argument("--masks", type=int, default=2628, help="training volumes with ReXGroundingCT masks")
     ap.add_argument("--abdomen-cases", type=int, default=9262, help="AbdomenAtlas cases (0: CT-RATE only)")
     ap.add_argument("--config", default=str(REPO / "config" / "ct_rate.yaml"))
+    ap.add_argument("--abdomen-config", default=str(REPO / "config" / "abdomen_atlas.yaml"),
+                    help="laid over --config for the run with AbdomenAtlas")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "dag_scale.json"))
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,8 +125,10 @@ def main() -> None:
         if a.abdomen_cases:
             atlas = work / "AbdomenAtlas"
             atlas.mkdir()
-            cfg["abdomen_atlas"].update(enabled=True, root=str(atlas), overrides={"evaluation": {"extractor": "llm"}})
-            (work / "both.yaml").write_text(yaml.safe_dump(cfg))
+            # the paper-scale AbdomenAtlas layer (config/abdomen_atlas.yaml) over the CT-RATE config, at this root
+            both_cfg = with_defaults(yaml.safe_load(Path(a.abdomen_config).read_text()), cfg)
+            both_cfg["abdomen_atlas"]["root"] = str(atlas)
+            (work / "both.yaml").write_text(yaml.safe_dump(both_cfg))
             abdomen = fake_abdomen_manifest(a.abdomen_cases, cfg["shard_size"], atlas)
             abdomen.to_parquet(work / ABDOMEN_MANIFEST)
             both_jobs, both_s, both_gb = dry_run(work, work / "both.yaml")

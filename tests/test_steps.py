@@ -22,7 +22,7 @@ from micro_project import run_snakemake as _snakemake
 from uvlm.config import overrides_key
 from uvlm.dvc_stages import render
 from uvlm.step_code import _module_imports, module_file, modules_of, step_modules
-from uvlm.steps import STEPS, covered, keys, rule_name
+from uvlm.steps import STEPS, covered, keys, lookup, rule_name
 
 RULES = REPO / "workflow" / "rules"
 
@@ -164,14 +164,31 @@ def _job_id(job: dict) -> tuple:
     return job["rule"], tuple(sorted(job["wildcards"].items()))
 
 
-def _in_view(changed: list[str], job: dict) -> list[str]:
-    """The changed keys as the job's step sees them: a dataset's steps read `<its overrides>.K` as K
-    (uvlm.config.dataset_view: abdomen_atlas.overrides, csv_datasets.<name>.overrides), other datasets' steps
-    do not see it."""
-    if "dataset" not in job["wildcards"]:
+def _shadowed(overrides: dict, key: str) -> bool:
+    """Whether a dataset's overrides set `key` (or a section or leaf above it): then a change to the key at the
+    top level does not reach that dataset's steps."""
+    value = overrides
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return not isinstance(value, dict)  # a leaf or list above the key replaces it whole
+        value = value[part]
+    return True
+
+
+def _in_view(changed: list[str], job: dict, cfg: dict) -> list[str]:
+    """The changed keys as the job's step sees them (uvlm.config.dataset_view): a dataset's steps read
+    `<its overrides>.K` as K (abdomen_atlas.overrides, csv_datasets.<name>.overrides), do not see other
+    datasets' overrides, and do not see a top-level key their own overrides set."""
+    dataset = job["wildcards"].get("dataset")
+    if dataset is None:
         return changed
-    own = overrides_key(job["wildcards"]["dataset"]) + "." if job["wildcards"]["dataset"] != "ct_rate" else "-"
-    return [c.removeprefix(own) for c in changed if c.startswith(own) or ".overrides." not in c]
+    top = [c for c in changed if ".overrides." not in c]
+    if dataset == "ct_rate":
+        return top
+    own = overrides_key(dataset)
+    overrides = lookup(cfg, own)
+    return [c.removeprefix(own + ".") for c in changed if c.startswith(own + ".")] + [
+        c for c in top if not _shadowed(overrides, c)]
 
 
 def _touches(reads: list[str], changed: list[str]) -> bool:
@@ -242,11 +259,12 @@ def test_changing_one_key_replans_the_steps_that_read_it_and_their_dependants_on
         planned = {_job_id(j): j for j in _jobs(done.stdout) if step_of(j["rule"])}
         for jid, job in planned.items():
             declared = keys(step_of(job["rule"]), **job["wildcards"])
-            if job["reason"].startswith("Params have changed") and not _touches(declared, _in_view(list(change), job)):
+            if job["reason"].startswith("Params have changed") and not _touches(declared, _in_view(list(change), job, base)):
                 problems.append(f"{change}: {jid} reran on params it does not declare")
             elif not job["reason"].startswith(("Params have changed", "Input files updated by another job")):
                 problems.append(f"{change}: {jid} planned because {job['reason']}")
-        readers = {jid for jid, j in all_jobs.items() if _touches(_really_reads(j, records), _in_view(list(change), j))}
+        readers = {jid for jid, j in all_jobs.items()
+                   if _touches(_really_reads(j, records), _in_view(list(change), j, base))}
         if any(j["rule"] in CHECKPOINTS for j in planned.values()):
             readers &= visible
         if readers - set(planned):
