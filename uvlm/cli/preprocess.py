@@ -13,4 +13,5 @@ def cmd_preprocess(a: argparse.Namespace, cfg: dict) -> None:
 
     p = cfg["preprocess"]
     rows = shard_rows(pd.read_parquet(a.manifest), a.shard)
-    preprocess_shard(rows, a.out, tuple(p["grid"]), tuple(p["hu_window"]), p["orientation"], cfg["on_volume_error"])
+    preprocess_shard(rows, a.out, tuple(p["grid"]), tuple(p["hu_window"]), p["orientation"], cfg["on_volume_error"],
+                     workers=getattr(a, "workers", 1))

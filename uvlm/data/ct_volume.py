@@ -84,15 +84,29 @@ def find_padding(arr: np.ndarray) -> float | None:
 
     Padding is the volume's minimum value when it fills a noticeable share and sits clearly below
     every real voxel (air in the body is noisy, padding is one exact value)."""
-    sample = _sample(arr)
+    return _padding_in(_sample(arr))[0]
+
+
+def _small_int(sample: np.ndarray) -> bool:
+    """Whether percentiles may be taken on the sample as int32: np.percentile interpolates in float64, so
+    int32 gives exactly what the stored type and float32 give for 8- and 16-bit voxels, faster."""
+    return sample.dtype.kind in "iu" and sample.itemsize <= 2
+
+
+def _padding_in(sample: np.ndarray) -> tuple[float | None, tuple[float, float] | None]:
+    """(padding or None, the 1st and 99th percentiles without it when they came with the same partition)."""
     low = sample.min()
     is_low = sample == low
     if is_low.mean() < PADDING_MIN_FRACTION or is_low.all():
-        return None
+        return None, None
     rest = sample[~is_low]
-    if float(np.percentile(rest, 0.1)) - float(low) < PADDING_GAP:
-        return None
-    return float(low)
+    if _small_int(rest):  # the gap test and the air/tissue reading share one partition
+        gap_at, air, tissue = (float(v) for v in np.percentile(rest.astype(np.int32), [0.1, 1, 99]))
+    else:
+        gap_at, air, tissue = float(np.percentile(rest, 0.1)), None, None
+    if gap_at - float(low) < PADDING_GAP:
+        return None, None
+    return float(low), None if air is None else (air, tissue)
 
 
 def _corrections(intercept: float, slope: float) -> dict:
@@ -108,12 +122,16 @@ def choose_correction(arr: np.ndarray, intercept: float, slope: float, case: str
     otherwise. If it fits no correction, the minimum is taken as real (clipped) air after all.
     """
     fixes = _corrections(intercept, slope)
-    padding = find_padding(arr)
+    whole = np.ascontiguousarray(_sample(arr))  # one sample, gathered once, serves every reading
+    padding, without_padding = _padding_in(whole)
     tried = []
     for pad in ([padding] if padding is not None else []) + [None]:
-        sample = _sample(arr)
-        sample = (sample[sample != pad] if pad is not None else sample.ravel()).astype(np.float32)
-        air, tissue = (float(v) for v in np.percentile(sample, [1, 99]))
+        if pad is not None and without_padding is not None:
+            air, tissue = without_padding
+        else:
+            sample = whole[whole != pad] if pad is not None else whole.ravel()
+            air, tissue = (float(v) for v in np.percentile(
+                sample.astype(np.int32 if _small_int(sample) else np.float32), [1, 99]))
         fits = [(abs(f(air) - AIR_HU), name) for name, f in fixes.items()
                 if abs(f(air) - AIR_HU) <= AIR_TOLERANCE_HU and f(tissue) >= TISSUE_HU]
         if fits:
@@ -131,19 +149,38 @@ def harmonize_hu(arr: np.ndarray, intercept: float, slope: float, case: str) -> 
     CT-RATE's *_fixed volumes already hold HU; applying RescaleIntercept/Slope again double-rescales
     them. Padding voxels become air.
     """
-    intercept = 0.0 if _nan(intercept) else float(intercept)
-    slope = 1.0 if _nan(slope) or slope == 0 else float(slope)
+    intercept, slope = rescale_or_identity(intercept, slope)
     correction, padding = choose_correction(arr, intercept, slope, case)
+    return to_hu(arr, correction, padding, intercept, slope), correction, padding
+
+
+def rescale_or_identity(intercept: float, slope: float) -> tuple[float, float]:
+    """(intercept, slope) with missing metadata read as the identity (0, 1)."""
+    return (0.0 if _nan(intercept) else float(intercept)), (1.0 if _nan(slope) or slope == 0 else float(slope))
+
+
+def to_hu(arr: np.ndarray, correction: str, padding: float | None, intercept: float, slope: float) -> np.ndarray:
+    """The stored voxels as HU float32 under `correction` (rescale metadata already normalised), padding -> air."""
     hu = _corrections(intercept, slope)[correction](arr.astype(np.float32)).astype(np.float32)
     if padding is not None:
         hu[arr == padding] = AIR_HU
-    return hu, correction, padding
+    return hu
+
+
+def hu_line(correction: str, intercept: float, slope: float) -> tuple[float, float]:
+    """(scale, offset) with HU = stored * scale + offset for `correction`: every correction is linear, so it
+    commutes with any averaging whose weights sum to 1 (the fast preprocessing path applies it afterwards)."""
+    intercept, slope = rescale_or_identity(intercept, slope)
+    return {"none": (1.0, 0.0), "rescaled": (slope, intercept), "unrescaled": (1 / slope, -intercept / slope)}[correction]
 
 
 def check_voxels(arr: np.ndarray, case: str, path: str | Path) -> None:
     """Finite and not constant (a failed export or an all-padding volume)."""
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         raise VolumeError(f"case {case}: {path} holds {int((~np.isfinite(arr)).sum())} NaN or infinite voxels")
+    sample = np.ascontiguousarray(_sample(arr))
+    if sample.min() != sample.max():  # a varying sample settles it without two passes over the volume
+        return
     lo, hi = arr.min(), arr.max()
     if lo == hi:
         raise VolumeError(f"case {case}: {path} is constant (every voxel is {lo})")
@@ -154,7 +191,7 @@ def voxel_fingerprint(arr: np.ndarray, spacing: tuple[float, ...]) -> str:
     scan share it (a split leak), different scans practically never do."""
     h = hashlib.blake2b(digest_size=12)
     h.update(repr((arr.shape, str(arr.dtype), tuple(round(s, 4) for s in spacing))).encode())
-    h.update(np.ascontiguousarray(arr[::3, ::3, ::3]).tobytes())
+    h.update(np.ascontiguousarray(arr[::3, ::3, ::3]))  # the same bytes, without a second copy
     return h.hexdigest()
 
 
@@ -164,15 +201,26 @@ def load_ct(path: str | Path, case: str, intercept: float = float("nan"), slope:
     """Read and check one CT volume -> (float32 HU image with the file's geometry, facts about it).
 
     Facts: hu_correction, padding (stored value or None), fingerprint, source_size, source_spacing."""
-    img = check_geometry(read_image(path, case), case, path, xy_spacing, z_spacing, min_slices)
-    arr = sitk.GetArrayFromImage(img)  # (z, y, x), the stored type
-    check_voxels(arr, case, path)
-    hu, correction, padding = harmonize_hu(arr, intercept, slope, case)
-    out = sitk.GetImageFromArray(hu)
+    img, arr, info = inspect_ct(read_image(path, case), case, path, intercept, slope, xy_spacing, z_spacing,
+                                min_slices)
+    out = sitk.GetImageFromArray(to_hu(arr, info["hu_correction"], info["padding"],
+                                       *rescale_or_identity(intercept, slope)))
     out.CopyInformation(img)
+    return out, info
+
+
+def inspect_ct(img: sitk.Image, case: str, path: str | Path, intercept: float = float("nan"),
+               slope: float = float("nan"), xy_spacing: float = float("nan"), z_spacing: float = float("nan"),
+               min_slices: int = MIN_SLICES) -> tuple[sitk.Image, np.ndarray, dict]:
+    """Every check of `load_ct` on a read image, without converting a voxel -> (the checked image, its stored
+    voxels as a (z, y, x) view that lives as long as the image, the facts `load_ct` reports)."""
+    img = check_geometry(img, case, path, xy_spacing, z_spacing, min_slices)
+    arr = sitk.GetArrayViewFromImage(img)  # (z, y, x), the stored type, no copy
+    check_voxels(arr, case, path)
+    correction, padding = choose_correction(arr, *rescale_or_identity(intercept, slope), case)
     info = {"hu_correction": correction, "padding": padding, "fingerprint": voxel_fingerprint(arr, img.GetSpacing()),
             "source_size": list(img.GetSize()), "source_spacing": list(img.GetSpacing())}
-    return out, info
+    return img, arr, info
 
 
 def load_ct_row(row, min_slices: int = MIN_SLICES) -> tuple[sitk.Image, dict]:
