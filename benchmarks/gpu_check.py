@@ -6,7 +6,10 @@
    8 x 512 x 8): step time and peak GPU memory of Stage 1 (nnU-Net U-Net, 96x128x128 patches, deep
    supervision), Stage 2 and Stage 3 (frozen and fine-tuned encoder), and generation tokens/s with
    and without the KV cache and with 4-beam search (ratios from the same run).
-   Built to finish within 8 minutes on one H100 (about 2 on the H200 it was last run on).
+3. Decoding alone at paper scale, batch 1, 16 and 64, 128 new tokens (32 with --quick): no cache, the
+   dynamic KV cache, the fixed-shape cache eager and compiled with CUDA graphs (benchmarks/decode_rates.py);
+   compile + capture time apart. Time-boxed: no measurement starts after 6 minutes of the script.
+   Built to finish within 8 minutes on one H100 (sections 1-2 took about 2 on the H200 they last ran on).
 Writes a JSON summary to $OUT/gpu_check.json (or ./gpu_check.json) and prints it.
 Usage: python benchmarks/gpu_check.py [--quick | --cpu-dry-run]
 """
@@ -136,11 +139,21 @@ def bench_generation(cfg: dict, new_tokens: int) -> dict:
     return steps.generation_rates(cfg, torch.device("cuda"), 2, new_tokens)
 
 
+@section("static_cache_decoding")
+def bench_static_decoding(cfg: dict, device: str, batches: list[int], new_tokens: int, deadline: float) -> dict:
+    import decode_rates
+
+    return decode_rates.static_cache_rates(cfg, torch.device(device), batches, new_tokens, deadline)
+
+
 def main() -> None:
+    t_start = time.monotonic()
     quick = "--quick" in sys.argv
-    if "--cpu-dry-run" in sys.argv:  # the real-function section on the CPU: checks this script against the API
+    if "--cpu-dry-run" in sys.argv:  # sections 1 and 3 on the CPU (3 at demo scale): checks this script against the API
         with tempfile.TemporaryDirectory() as d:
             check_training_functions(Path(d), "cpu")
+        demo = with_defaults(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+        bench_static_decoding(demo, "cpu", [1, 2], 8, t_start + 600)
         return
     assert torch.cuda.is_available(), "this script needs a CUDA GPU"
     RESULTS["device"] = {"name": torch.cuda.get_device_name(0), "torch": torch.__version__}
@@ -150,6 +163,7 @@ def main() -> None:
         check_training_functions(tmp, "cuda")
         bench_steps(cfg, 3 if quick else 10)
         bench_generation(cfg, 64 if quick else 256)
+        bench_static_decoding(cfg, "cuda", [1, 16, 64], 32 if quick else 128, t_start + 360)
     out = Path(os.environ.get("OUT", ".")) / "gpu_check.json"
     out.write_text(json.dumps(RESULTS, indent=2))
     print(json.dumps(RESULTS, indent=2))

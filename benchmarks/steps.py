@@ -101,8 +101,12 @@ def report_model(cfg: dict, device: torch.device, freeze: bool) -> ReportGenerat
 
 
 def stage3_step(cfg: dict, device: torch.device, batch: int, freeze: bool = True,
-                text_tokens: int | None = None) -> tuple[Callable, dict]:
-    """Reports of the configured maximum length (max_text_tokens incl. bos/eos) unless text_tokens is given."""
+                text_tokens: int | None = None, cached: bool = False) -> tuple[Callable, dict]:
+    """Reports of the configured maximum length (max_text_tokens incl. bos/eos) unless text_tokens is given.
+    cached: a frozen encoder's stored features instead of the encoder (what uvlm.train.feature_cache stores:
+    every stage aligned to the visual tokens), as Stage 3 trains from them."""
+    from uvlm.models.injection import align_stages
+
     text_tokens = text_tokens or cfg["stage3"]["max_text_tokens"] - 2
     model = report_model(cfg, device, freeze)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -110,17 +114,26 @@ def stage3_step(cfg: dict, device: torch.device, batch: int, freeze: bool = True
     x = torch.randn(batch, 1, *cfg["preprocess"]["grid"], device=device)
     vocab = cfg["stage3"]["vocab_size"]
     ids = pad_batch([[2] + [6 + i % (vocab - 6) for i in range(text_tokens)] + [3]] * batch, 0).to(device)
+    info = {}
+    aligned = None
+    if cached:
+        with torch.no_grad(), amp(device):
+            aligned = align_stages(list(model.encoder(x)), model.injector.ref_stage)  # {stage: (B, N, C_s)}
+        per_volume = sum(t[0].numel() for t in aligned.values())
+        info = {"feature_values_per_volume": per_volume, "feature_mb_per_volume_bf16": round(per_volume * 2 / 1e6, 3),
+                "preprocessed_volume_mb_fp16": round(x[0].numel() * 2 / 1e6, 1)}
+        x = None
 
     def step() -> None:
         with amp(device):
-            loss = model.loss(x, ids)
+            loss = model.loss(x, ids, aligned=aligned)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
 
-    return step, {"batch": batch, "frozen_encoder": freeze, "text_tokens": text_tokens,
-                  "visual_tokens": model.config.n_visual_tokens, "trainable_M": _n(params)}
+    return step, {"batch": batch, "frozen_encoder": freeze, "cached_features": cached, "text_tokens": text_tokens,
+                  "visual_tokens": model.config.n_visual_tokens, "trainable_M": _n(params), **info}
 
 
 def generation_rates(cfg: dict, device: torch.device, batch: int, new_tokens: int) -> dict:

@@ -6,6 +6,9 @@ so a step that does not fit in memory is reported as such instead of swapping th
                (frozen and fine-tuned encoder), batch as configured; generation at batch 16
   paper scale  config/ct_rate.yaml (192x256x256, ResEnc 6 stages, decoder 8 x 512): one step each,
                batch 1 on CPU; generation at batch 1
+  static_decoding  decoding alone with no cache, the dynamic KV cache and the fixed-shape cache eager and
+               compiled (inductor on CPU): demo scale at batch 1, 16, 64; paper scale at batch 1
+               at 1 thread (benchmarks/decode_rates.py; just these: --only demo/static_decoding paper/static_decoding)
 Ratios (cache speed-up) come from the same process. GPU numbers: benchmarks/gpu_check.py.
 
     python benchmarks/training_bench.py [--cap-gb 18] [--out benchmarks/results/training_cpu.json]
@@ -36,17 +39,24 @@ CASES = {
     "demo/stage1": ("config.yaml", "stage1_step", {"batch": 2}, 1, 3),
     "demo/stage2": ("config.yaml", "stage2_step", {"batch": 8}, 1, 3),
     "demo/stage3_frozen": ("config.yaml", "stage3_step", {"batch": 8, "freeze": True}, 1, 3),
+    "demo/stage3_frozen_cached": ("config.yaml", "stage3_step", {"batch": 8, "freeze": True, "cached": True}, 1, 3),
     "demo/stage3_finetuned": ("config.yaml", "stage3_step", {"batch": 8, "freeze": False}, 1, 3),
     "demo/generation": ("config.yaml", "generation_rates", {"batch": 16, "new_tokens": 64}, 0, 0),
     "paper/stage1": ("ct_rate.yaml", "stage1_step", {"batch": 1}, 0, 1),
     "paper/stage2_frozen_encoder": ("ct_rate.yaml", "stage2_step", {"batch": 1, "finetune": False}, 0, 1),
     "paper/stage2_finetuned": ("ct_rate.yaml", "stage2_step", {"batch": 1, "finetune": True}, 0, 1),
     "paper/stage3_frozen": ("ct_rate.yaml", "stage3_step", {"batch": 1, "freeze": True}, 0, 1),
+    "paper/stage3_frozen_cached": ("ct_rate.yaml", "stage3_step", {"batch": 1, "freeze": True, "cached": True}, 0, 1),
     "paper/generation": ("ct_rate.yaml", "generation_rates", {"batch": 1, "new_tokens": 32}, 0, 0),
+    "demo/static_decoding": ("config.yaml", "static_cache_rates",
+                             {"batches": [1, 16, 64], "new_tokens": 64, "repeats": 2, "threads": 1}, 0, 0),
+    "paper/static_decoding": ("ct_rate.yaml", "static_cache_rates",
+                              {"batches": [1], "new_tokens": 32, "repeats": 2, "threads": 1}, 0, 0),
 }
 
 
 def run_case(name: str) -> dict:
+    import decode_rates
     import steps
 
     config, builder, kwargs, warm, n = CASES[name]
@@ -55,6 +65,8 @@ def run_case(name: str) -> dict:
     device = torch.device("cpu")
     if builder == "generation_rates":
         out = steps.generation_rates(cfg, device, **kwargs)
+    elif builder == "static_cache_rates":
+        out = decode_rates.static_cache_rates(cfg, device, **kwargs)
     else:
         step, info = getattr(steps, builder)(cfg, device, **kwargs)
         out = {**info, **steps.time_steps(step, device, warm, n)}

@@ -304,29 +304,16 @@ def test_frozen_encoder_feature_cache_gives_the_same_weights(tmp_path: Path) -> 
         torch.testing.assert_close(cached[k], direct[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
-def test_feature_cache_refuses_when_over_budget(tmp_path: Path) -> None:
-    from uvlm.train.feature_cache import FeatureCache
-
-    data = dataset(tmp_path / "d", 4)
-    enc = build_encoder(ENC)
-    cache = FeatureCache.build(enc, data, [0, 2], torch.device("cpu"), 2, max_gb=1.0)
-    assert cache is not None and len(cache) == 4
-    skips = cache.skips([3, 1], torch.device("cpu"))
-    assert skips[1] is None and skips[0].shape == (2, 4, *GRID)
-    with torch.no_grad():
-        torch.testing.assert_close(skips[2], enc(torch.stack([data[3]["image"], data[1]["image"]]))[2])
-    assert FeatureCache.build(enc, data, [0, 2], torch.device("cpu"), 2, max_gb=1e-9) is None
-
-
-def _planted_reports(n: int, seed: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+def _planted_reports(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Deepest-stage features (N, 64, 2, 3, 3) of noise in which one token of one channel is raised for
-    positives, and the reports [bos, 10, 11, 12 (positive) or 13 (negative), 14, eos] that state it."""
+    positives, as visual tokens (N, 18, 64), and the reports [bos, 10, 11, 12 (positive) or 13 (negative), 14,
+    eos] that state it."""
     g = torch.Generator().manual_seed(seed)
     y = (torch.rand(n, generator=g) < 0.3).long()  # (N,)
     deep = torch.randn(n, 64, 2, 3, 3, generator=g)
     deep[:, 5, 1, 1, 1] += 3.0 * y
     ids = torch.tensor([[2, 10, 11, 12 if label else 13, 14, 3] for label in y.tolist()])  # (N, 6)
-    return [None, None, None, None, deep], ids, y
+    return deep.flatten(2).transpose(1, 2), ids, y
 
 
 def test_demo_decoder_learns_to_read_a_finding_from_the_visual_tokens() -> None:
@@ -347,23 +334,23 @@ def test_demo_decoder_learns_to_read_a_finding_from_the_visual_tokens() -> None:
                       dropout=d["dropout"], max_seq_len=40),
         InjectionConfig(enc_cfg.features_per_stage, d["dim"], None, -1, "input_only"), n_visual_tokens=18),
         build_encoder(enc_cfg))
-    skips, ids, _ = _planted_reports(256, seed=1)
-    held_skips, held_ids, held_y = _planted_reports(128, seed=2)
+    deep, ids, _ = _planted_reports(256, seed=1)
+    held, held_ids, held_y = _planted_reports(128, seed=2)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s3["lr"])
     rng = np.random.default_rng(0)
     model.train()
     for _ in range(400):
         idx = torch.as_tensor(rng.choice(len(ids), s3["batch_size"], replace=False))
-        loss = model.loss(None, ids[idx], skips=[None if s is None else s[idx] for s in skips])
+        loss = model.loss(None, ids[idx], aligned={4: deep[idx]})
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     perm = torch.as_tensor(np.random.default_rng(1).permutation(len(held_ids)))
     with torch.no_grad():
-        own = model.loss(None, held_ids, skips=held_skips).item()
-        other = model.loss(None, held_ids, skips=[None if s is None else s[perm] for s in held_skips]).item()
-        logits = model(None, held_ids, skips=held_skips)[:, 2]  # the position that predicts token 3 (the finding)
+        own = model.loss(None, held_ids, aligned={4: held}).item()
+        other = model.loss(None, held_ids, aligned={4: held[perm]}).item()
+        logits = model(None, held_ids, aligned={4: held})[:, 2]  # the position that predicts token 3 (the finding)
     assert own < 0.5 * other, (own, other)
     # how much more the decoder favours the positive sentence ranks positives above negatives
     assert roc_auc_score(held_y.numpy(), (logits[:, 12] - logits[:, 13]).numpy()) > 0.9

@@ -31,9 +31,10 @@ PHASE_OUTPUTS: dict[str, Phase] = {
     "preprocess": Phase(("results/preprocessed",), ("results/demo", "results/manifest")),
     "stage1": Phase(("results/nnunet", "results/models/stage1"), ("results/labels",)),
     "stage2": Phase(("results/models/stage2",), ("results/manifest", "results/preprocessed", "results/models/stage1")),
-    "stage3": Phase(("results/models/tokenizer", "results/models/stage3"),
+    "stage3": Phase(("results/models/tokenizer", "results/features", "results/models/stage3"),
                     ("results/manifest", "results/preprocessed", "results/models/stage1", "results/models/stage2")),
-    "generate": Phase(("results/reports",), ("results/manifest", "results/preprocessed", "results/models/stage3")),
+    "generate": Phase(("results/reports",), ("results/manifest", "results/preprocessed", "results/features",
+                                              "results/models/stage3")),
     # the last stage also versions the run's logs and benchmarks
     "report": Phase(("results/extraction", "results/metrics", "results/tables", "results/figures",
                      "results/report.html", "results/qc/rejected.csv", "results/qc/reconciliation.csv",

@@ -19,6 +19,8 @@ from typing import Any
 from uvlm.models.geometry import stage_shapes
 
 MODELS = "results/models"
+FEATURES = "results/features"  # a frozen encoder's stored features, per dataset (uvlm.train.feature_cache)
+RANDOM_ENCODER = "random"  # the encoder name of experiments without Stage 1 or 2 (built from the seed)
 GRANULARITY_TITLES = {"C": "Seg(C)", "CL": "Seg(C+L)", "FL": "Seg(F+L)"}
 # decoder key -> (Table 5 "Dec." label, Hugging Face fine-tuning or None for our own decoder)
 DECODERS = {"own": ("0.1B", None), "hf_lora": ("Q4B-L", "lora"), "hf_full": ("Q4B-F", "full")}
@@ -28,6 +30,19 @@ NNUNET_MODEL = "nnunet_model"  # in a Stage 1 folder: the whole segmentation net
 
 class ExperimentError(ValueError):
     """An experiment names something that does not exist; the message names the experiment and the key."""
+
+
+def encoder_init_dir(dataset: str, encoder: str) -> str | None:
+    """The model folder an encoder name (`Experiment.encoder_name`) stands for; None for the random encoder."""
+    if encoder == RANDOM_ENCODER:
+        return None
+    stage, name = encoder.split("-", 1)
+    return f"{MODELS}/{stage}/{dataset}/{name}"
+
+
+def features_dir(dataset: str, encoder: str, visual_tokens: int | str, split: str) -> str:
+    """One split's features (train: what Stage 3 fits and selects on; valid: what generation reads)."""
+    return f"{FEATURES}/{dataset}/{encoder}-vt{visual_tokens}/{split}"
 
 
 def stage1_seg(init: str) -> str | None:
@@ -68,6 +83,17 @@ def stage_token_counts(encoder: dict, grid: list[int] | tuple[int, ...]) -> list
     return [math.prod(shape) for shape in stage_shapes(encoder["strides"], grid)]
 
 
+def reference_stage(encoder: dict, grid: list[int] | tuple[int, ...], visual_tokens: int) -> int:
+    """The encoder stage (-1 deepest, -2 next, ...) whose token count is `visual_tokens` at this grid: the
+    deepest with that count (stages never repeat a count at strides > 1)."""
+    counts = stage_token_counts(encoder, grid)
+    if visual_tokens not in counts:
+        choices = ", ".join(f"{c} (stage {i - len(counts)})" for i, c in enumerate(counts))
+        raise ExperimentError(f"key 'visual_tokens' = {visual_tokens} is not the token count of any encoder "
+                              f"stage at grid {list(grid)}; choose one of {choices}")
+    return max(i for i, c in enumerate(counts) if c == visual_tokens) - len(counts)
+
+
 @dataclass(frozen=True)
 class Experiment:
     """One Table 5 row, as configured under `experiments:`."""
@@ -85,15 +111,12 @@ class Experiment:
     @classmethod
     def from_config(cls, name: str, entry: dict[str, Any], encoder: dict, grid: list[int]) -> Experiment:
         """Checks what the schema cannot: the token count must be one encoder stage's at this grid."""
-        counts = stage_token_counts(encoder, grid)
-        n = entry.get("visual_tokens", counts[-1])
-        if n not in counts:
-            choices = ", ".join(f"{c} (stage {i - len(counts)})" for i, c in enumerate(counts))
-            raise ExperimentError(f"experiment '{name}': key 'visual_tokens' = {n} is not the token count of any "
-                                  f"encoder stage at grid {list(grid)}; choose one of {choices}")
-        # the deepest stage with this count (stages never repeat a count at strides > 1); `decoder` and
-        # `injection` values were checked by the config schema's enums before this runs
-        ref = max(i for i, c in enumerate(counts) if c == n) - len(counts)
+        n = entry.get("visual_tokens", stage_token_counts(encoder, grid)[-1])
+        try:
+            ref = reference_stage(encoder, grid, n)
+        except ExperimentError as err:
+            raise ExperimentError(f"experiment '{name}': {err}") from None
+        # `decoder` and `injection` values were checked by the config schema's enums before this runs
         return cls(name=name, title=entry["title"], seg=entry["seg"], cls=bool(entry["cls"]),
                    multi_layer=entry["injection"] == "multi_layer", frozen=bool(entry["freeze_encoder"]),
                    reference_stage=ref, visual_tokens=n, decoder=entry.get("decoder", "own"))
@@ -111,6 +134,18 @@ class Experiment:
 
     def stage3_dir(self, dataset: str) -> str:
         return stage3_dir(dataset, self.name)
+
+    @property
+    def encoder_name(self) -> str:
+        """The Stage 3 encoder as a name: 'stage2-cls_seg_CL', 'stage1-seg_CL' or 'random'."""
+        if self.cls:
+            return f"stage2-{stage2_name(self.seg)}"
+        return f"stage1-seg_{self.seg}" if self.seg else RANDOM_ENCODER
+
+    def features_dir(self, dataset: str, split: str) -> str | None:
+        """The stored features a frozen encoder's Stage 3 (split train) and generation (valid) read, shared by
+        every frozen experiment with the same encoder and visual tokens; None when the encoder is fine-tuned."""
+        return features_dir(dataset, self.encoder_name, self.visual_tokens, split) if self.frozen else None
 
     def model_dirs(self, dataset: str) -> list[str]:
         """Every trained model folder behind this experiment's reports on `dataset`."""

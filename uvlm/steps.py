@@ -59,11 +59,13 @@ STEPS: dict[str, Step] = {
     "stage1": Step("stage1", (*RUN, "encoder", "stage1", "gpus.stage1")),
     "stage1-import": Step("stage1", ("encoder",)),
     # Stage 2
-    "stage2": Step("stage2", (*RUN, "encoder", "stage2", "model_selection", "gpus.stage2")),
+    "stage2": Step("stage2", (*RUN, "loader_workers", "encoder", "stage2", "model_selection", "gpus.stage2")),
     # Stage 3
     "tokenizer": Step("stage3", ("stage3.tokenizer_dir", "stage3.vocab_size")),
-    "stage3": Step("stage3", (*RUN, "encoder", "preprocess.grid", "stage3", "model_selection", "gpus.stage3",
-                              "experiments.{experiment}")),
+    "stage3-features": Step("stage3", (*RUN, "encoder", "preprocess.grid", "stage3.batch_size",
+                                       "stage3.feature_cache_gb")),
+    "stage3": Step("stage3", (*RUN, "loader_workers", "encoder", "preprocess.grid", "stage3", "model_selection",
+                              "gpus.stage3", "experiments.{experiment}")),
     # generate
     "generate": Step("generate", (*RUN, "generate")),
     "seg-detect": Step("generate", ("device", "threads", "on_volume_error", "abdomen_atlas.lesion_min_mm3"),

@@ -12,7 +12,8 @@ def cmd_generate(a: argparse.Namespace, cfg: dict) -> None:
 
     g = cfg["generate"]
     generate_reports(a.model, split_volumes(a.manifest, a.preprocessed, a.split), a.out, g["max_new_tokens"],
-                     g["batch_size"], cfg["device"], cfg["threads"], decoding_from_config({**g, "seed": cfg["seed"]}))
+                     g["batch_size"], cfg["device"], cfg["threads"], decoding_from_config({**g, "seed": cfg["seed"]}),
+                     features=a.features or None)
 
 
 def cmd_seg_detect(a: argparse.Namespace, cfg: dict) -> None:

@@ -14,4 +14,5 @@ def cmd_stage2(a: argparse.Namespace, cfg: dict) -> None:
                                      cfg["model_selection"]["holdout_fraction"], cfg["seed"])
     scored = split_volumes(a.manifest, a.preprocessed, "valid", "labels")  # Table 4: scores the selected weights
     train_stage2(train, holdout, scored, a.init or None, EncoderConfig.from_config(cfg["encoder"]),
-                 Stage2Config.from_config(cfg["stage2"]), a.out, cfg["device"], cfg["threads"], cfg["seed"])
+                 Stage2Config.from_config(cfg["stage2"]), a.out, cfg["device"], cfg["threads"], cfg["seed"],
+                 loader_workers=cfg["loader_workers"])

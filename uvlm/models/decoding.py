@@ -35,6 +35,9 @@ class DecodingConfig:
     temperature, top_k (0 = off) and top_p (1.0 = off) apply to sampling only, in that order.
     no_repeat_ngram_size (0 = off) bans any token that would repeat an n-gram of the generated
     text, in every strategy.
+    static_cache (our own decoder, with the KV cache): "none" = the dynamic KV cache; "eager" = a
+    fixed-shape cache at max length (same tokens, for checking); "compile" = that step under torch.compile,
+    captured as a CUDA graph on a GPU (``uvlm.models.static_decoding``).
     """
 
     strategy: Strategy = "greedy"
@@ -46,6 +49,7 @@ class DecodingConfig:
     temperature: float = 1.0
     seed: int = 0
     no_repeat_ngram_size: int = 0
+    static_cache: Literal["none", "eager", "compile"] = "none"
 
     def __post_init__(self) -> None:
         if self.strategy not in ("greedy", "beam", "sample"):
@@ -54,6 +58,8 @@ class DecodingConfig:
             raise ValueError("max_new_tokens, top_k, no_repeat_ngram_size must be >= 0 and num_beams >= 1")
         if not 0.0 < self.top_p <= 1.0 or self.temperature <= 0.0:
             raise ValueError("top_p must be in (0, 1] and temperature > 0")
+        if self.static_cache not in ("none", "eager", "compile"):
+            raise ValueError(f"static_cache must be none, eager or compile, not {self.static_cache!r}")
 
 
 # ----------------------------------------------------------------------------- logit filters

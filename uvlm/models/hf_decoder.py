@@ -32,7 +32,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from uvlm.models.decoder import hybrid_attention_mask
 from uvlm.models.injection import InjectionConfig, VisualFeatures, VisualInjector
-from uvlm.models.report_model import VisualSide
+from uvlm.models.report_model import Visual, VisualSide, batch_size_and_device
 
 QWEN3_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -258,30 +258,31 @@ class HFReportGenerator(VisualSide):
         return torch.cat([torch.ones_like(after_eos[:, :1]), ~after_eos], dim=1)
 
     def forward(self, images: Tensor | None, input_ids: Tensor, attention_mask: Tensor | None = None,
-                skips: list[Tensor | None] | None = None) -> Tensor:
+                aligned: dict[int, Tensor] | None = None) -> Tensor:
         """Logits (B, T, V) at the text positions; logits[:, t] predict input_ids[:, t + 1].
-        skips: precomputed encoder stages instead of images (VisualSide.encode)."""
+        aligned: precomputed encoder stages instead of images (VisualSide.encode)."""
         if attention_mask is None:
             attention_mask = self.real_tokens(input_ids)
-        return self._run(self.encode(images, skips), input_ids, attention_mask, keep=input_ids.shape[1]).logits
+        return self._run(self.encode(images, aligned), input_ids, attention_mask, keep=input_ids.shape[1]).logits
 
     def loss(self, images: Tensor | None, input_ids: Tensor, attention_mask: Tensor | None = None,
-             skips: list[Tensor | None] | None = None) -> Tensor:
+             aligned: dict[int, Tensor] | None = None) -> Tensor:
         """Mean next-token cross-entropy over real text targets (pads ignored, bos never a target)."""
         if attention_mask is None:
             attention_mask = self.real_tokens(input_ids)
-        logits = self(images, input_ids, attention_mask, skips)  # (B, T, V)
+        logits = self(images, input_ids, attention_mask, aligned)  # (B, T, V)
         targets = input_ids[:, 1:].masked_fill(~attention_mask[:, 1:].bool(), -100)  # (B, T-1)
         return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
     @torch.no_grad()
-    def generate(self, images: Tensor, max_new_tokens: int, use_cache: bool = True) -> list[list[int]]:
+    def generate(self, images: Visual, max_new_tokens: int, use_cache: bool = True) -> list[list[int]]:
         """Greedy decoding after [vision block, bos]; per image the ids without bos/eos, cut at the
         first eos. Call ``eval()`` first (LoRA dropout). ``use_cache=False`` recomputes everything."""
         from uvlm.models.decoding import DecodingConfig, greedy_or_sample
 
         cfg = self.config
-        ids = torch.full((images.shape[0], 1), cfg.bos_id, dtype=torch.long, device=images.device)  # (B, 1)
+        b, device = batch_size_and_device(images)
+        ids = torch.full((b, 1), cfg.bos_id, dtype=torch.long, device=device)  # (B, 1)
         visual = self.encode(images)
         out = self._run(visual, ids, None, keep=1, use_cache=use_cache)
         state = {"ids": ids, "cache": out.cache}

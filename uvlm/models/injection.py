@@ -91,6 +91,13 @@ def align_to_reference(feat: Tensor, ref_spatial: tuple[int, int, int]) -> Tenso
     return torch.cat([tokens, tokens.new_zeros(b, n_ref - n, c)], dim=1)  # (B, N_ref, C)
 
 
+def align_stages(skips: list[Tensor], ref_stage: int, stages: list[int] | None = None) -> dict[int, Tensor]:
+    """{stage: (B, N_ref, C_s)}: `stages` (default all) aligned to the reference stage's token count. It has no
+    weights, so a frozen encoder's aligned stages can be computed once and stored (uvlm.train.feature_cache)."""
+    ref_spatial = tuple(skips[ref_stage].shape[2:])
+    return {s: align_to_reference(skips[s], ref_spatial) for s in (range(len(skips)) if stages is None else stages)}
+
+
 class StageProjection(nn.Sequential):
     """(B, N, C) stage tokens -> (B, N, lm_dim): LayerNorm, Linear to 2 x lm_dim, GELU, Linear, LayerNorm."""
 
@@ -124,13 +131,21 @@ class VisualInjector(nn.Module):
         """LM layers that receive an injection."""
         return sorted(set(self.mapping.values()))
 
+    @property
+    def used_stages(self) -> list[int]:
+        """Encoder stages read: the reference stage and the injected ones."""
+        return sorted(set(self.mapping) | {self.ref_stage})
+
     def forward(self, skips: list[Tensor]) -> VisualFeatures:
         """skips: per-stage (B, C_s, D_s, H_s, W_s) -> visual tokens and {layer: (B, N_ref, lm_dim)}."""
         if len(skips) != len(self.config.stage_channels):
             raise ValueError(f"got {len(skips)} skips, config has {len(self.config.stage_channels)} stages")
-        ref_spatial = tuple(skips[self.ref_stage].shape[2:])
-        projected = {s: self.proj[str(s)](align_to_reference(skips[s], ref_spatial))  # (B, N_ref, lm_dim)
-                     for s in sorted(set(self.mapping) | {self.ref_stage})}
+        return self.project(align_stages(skips, self.ref_stage, self.used_stages))
+
+    def project(self, aligned: dict[int, Tensor]) -> VisualFeatures:
+        """aligned: {stage: (B, N_ref, C_s)} (align_stages; a frozen encoder's cached features) -> visual tokens
+        and {layer: (B, N_ref, lm_dim)}. Stages outside used_stages are ignored."""
+        projected = {s: self.proj[str(s)](aligned[s]) for s in self.used_stages}  # (B, N_ref, lm_dim)
         out: dict[int, Tensor] = {}
         for s, layer in sorted(self.mapping.items()):
             out[layer] = out[layer] + projected[s] if layer in out else projected[s]

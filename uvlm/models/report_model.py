@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from uvlm.models.decoder import Decoder, DecoderConfig, KVCache, hybrid_attention_mask
 from uvlm.models.decoding import DecodingConfig, beam_search, greedy_or_sample
 from uvlm.models.injection import InjectionConfig, VisualFeatures, VisualInjector
+from uvlm.models.static_decoding import StaticStepper, StepperPool
 
 
 @dataclass
@@ -50,6 +51,16 @@ class ReportModelConfig:
                    **d)
 
 
+# What a report is generated from: volumes (B, 1, D, H, W), or a frozen encoder's stored features of them,
+# {stage: (B, N, C_s)} (uvlm.train.feature_cache).
+Visual = Tensor | dict[int, Tensor]
+
+
+def batch_size_and_device(images: Visual) -> tuple[int, torch.device]:
+    first = next(iter(images.values())) if isinstance(images, dict) else images
+    return first.shape[0], first.device
+
+
 class VisualSide(nn.Module):
     """What both report generators (ours and the Hugging Face one) share: the encoder, frozen or not,
     the injector and where the visual tokens sit. Subclasses set config (n_visual_tokens,
@@ -73,24 +84,32 @@ class VisualSide(nn.Module):
     @property
     def used_stages(self) -> list[int]:
         """Encoder stages the injector reads (the reference stage and the injected ones)."""
-        return sorted(set(self.injector.mapping) | {self.injector.ref_stage})
+        return self.injector.used_stages
 
-    def encode(self, images: Tensor | None, skips: list[Tensor | None] | None = None) -> VisualFeatures:
+    def encode(self, images: Visual | None, aligned: dict[int, Tensor] | None = None) -> VisualFeatures:
         """images: (B, 1, D, H, W) -> visual tokens (B, N, dim) and {decoder layer: (B, N, dim)} to inject.
 
-        skips: the encoder's stages computed beforehand (a frozen encoder's cached features, see
-        uvlm.train.feature_cache); then images is not read, and stages outside used_stages may be None."""
-        if skips is None:
+        aligned: the encoder's stages aligned to the reference stage, {stage: (B, N, C_s)}, computed beforehand
+        (a frozen encoder's cached features, uvlm.train.feature_cache); then images is not read. Passed as
+        `images`, they stand for the volumes too (what generation from stored features does)."""
+        if isinstance(images, dict):
+            images, aligned = None, images
+        if aligned is None:
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_encoder):
                 skips = self.encoder(images)  # shallow -> deep, (B, C_s, D_s, H_s, W_s)
-        ref = skips[self.injector.ref_stage]
-        n_ref = ref.shape[2] * ref.shape[3] * ref.shape[4]
+            ref = skips[self.injector.ref_stage]
+            n_ref = ref.shape[2] * ref.shape[3] * ref.shape[4]
+            if n_ref != self.config.n_visual_tokens:
+                raise ValueError(
+                    f"reference stage has {n_ref} tokens {tuple(ref.shape[2:])}, "
+                    f"config.n_visual_tokens = {self.config.n_visual_tokens}: input size does not match the config"
+                )
+            return self.injector(skips)
+        n_ref = aligned[self.injector.ref_stage].shape[1]
         if n_ref != self.config.n_visual_tokens:
-            raise ValueError(
-                f"reference stage has {n_ref} tokens {tuple(ref.shape[2:])}, "
-                f"config.n_visual_tokens = {self.config.n_visual_tokens}: input size does not match the config"
-            )
-        return self.injector(skips)
+            raise ValueError(f"cached features have {n_ref} visual tokens, config.n_visual_tokens = "
+                             f"{self.config.n_visual_tokens}: they were made for another experiment")
+        return self.injector.project(aligned)
 
 
 class ReportGenerator(VisualSide):
@@ -135,27 +154,27 @@ class ReportGenerator(VisualSide):
         return self.decoder.lm_head(h[:, self.n_vision_block:])  # (B, T, V)
 
     def forward(self, images: Tensor | None, input_ids: Tensor, attention_mask: Tensor | None = None,
-                skips: list[Tensor | None] | None = None) -> Tensor:
+                aligned: dict[int, Tensor] | None = None) -> Tensor:
         """Logits (B, T, V) at the text positions; logits[:, t] predict input_ids[:, t + 1].
 
         input_ids: (B, T) = [bos, text..., eos, pad...]; attention_mask: (B, T), 1 = real token,
-        default ``input_ids != pad_id``; skips: precomputed encoder stages instead of images (see encode).
+        default ``input_ids != pad_id``; aligned: precomputed encoder stages instead of images (see encode).
         """
         if attention_mask is None:
             attention_mask = input_ids != self.config.pad_id
-        return self._text_logits(self.encode(images, skips), input_ids, attention_mask)
+        return self._text_logits(self.encode(images, aligned), input_ids, attention_mask)
 
     def loss(self, images: Tensor | None, input_ids: Tensor, attention_mask: Tensor | None = None,
-             skips: list[Tensor | None] | None = None) -> Tensor:
+             aligned: dict[int, Tensor] | None = None) -> Tensor:
         """Mean next-token cross-entropy over real text targets (pads ignored, bos never a target)."""
         if attention_mask is None:
             attention_mask = input_ids != self.config.pad_id
-        logits = self(images, input_ids, attention_mask, skips)  # (B, T, V)
+        logits = self(images, input_ids, attention_mask, aligned)  # (B, T, V)
         targets = input_ids[:, 1:].masked_fill(~attention_mask[:, 1:].bool(), -100)  # (B, T-1)
         return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
     # ---------------------------------------------------------------- incremental decoding
-    def prefill(self, images: Tensor, prompt_ids: Tensor, max_len: int) -> tuple[Tensor, KVCache]:
+    def prefill(self, images: Visual, prompt_ids: Tensor, max_len: int) -> tuple[Tensor, KVCache]:
         """Run [vision block + prompt_ids (B, T)] with the hybrid mask into a fresh KV cache
         of ``max_len`` positions; returns prompt logits (B, T, V) and the cache."""
         visual = self.encode(images)
@@ -170,22 +189,26 @@ class ReportGenerator(VisualSide):
         return self.decoder.lm_head(h[:, -1])
 
     @torch.no_grad()
-    def generate(self, images: Tensor, max_new_tokens: int | None = None, use_cache: bool = True,
+    def generate(self, images: Visual, max_new_tokens: int | None = None, use_cache: bool = True,
                  decoding: DecodingConfig | None = None) -> list[list[int]]:
-        """Decode a report per image after [vision block, bos]; greedy unless ``decoding`` says otherwise.
+        """Decode a report per image (or per volume's stored features) after [vision block, bos]; greedy unless
+        ``decoding`` says otherwise.
 
         Returns per image the generated ids without bos and eos, cut at the first eos.
         ``max_new_tokens``, when given, overrides ``decoding.max_new_tokens``. Call ``model.eval()``
         first if dropout > 0. ``use_cache=False`` recomputes the full sequence each step (reference
-        for tests); both paths pick the same tokens up to float rounding.
+        for tests); both paths pick the same tokens up to float rounding. ``decoding.static_cache`` swaps the
+        dynamic cache for a fixed-shape one, optionally compiled (``uvlm.models.static_decoding``).
         """
         cfg = decoding or DecodingConfig()
         if max_new_tokens is not None:
             cfg = replace(cfg, max_new_tokens=max_new_tokens)
+        if cfg.static_cache != "none" and not use_cache:
+            raise ValueError(f"static_cache={cfg.static_cache!r} needs use_cache=True")
         if cfg.max_new_tokens == 0:
-            return [[] for _ in range(images.shape[0])]
+            return [[] for _ in range(batch_size_and_device(images)[0])]
         beams = cfg.num_beams if cfg.strategy == "beam" else 1
-        rows = _TextRows(self, images, beams, cfg.max_new_tokens, use_cache)
+        rows = _TextRows(self, images, beams, cfg.max_new_tokens, use_cache, cfg.static_cache)
         if cfg.strategy == "beam":
             return beam_search(rows.first_logits, rows.advance, cfg, self.config.eos_id)
         return greedy_or_sample(rows.first_logits, rows.advance, cfg, self.config.eos_id, self.config.pad_id)
@@ -197,18 +220,28 @@ class _TextRows:
     Row r belongs to image r // expand. The vision block and bos are run once per image; with the
     cache, the prefilled cache is then expanded to R rows, without it the injected features are.
     ``advance`` reorders the rows' state by ``parents`` (beam search) before appending the tokens.
+    With ``static`` ("eager" | "compile"), the prefilled cache is copied into a fixed-shape one of
+    R rows kept on the model between calls (a compiled step is recorded once per shape).
     """
 
-    def __init__(self, model: ReportGenerator, images: Tensor, expand: int, max_new_tokens: int,
-                 use_cache: bool) -> None:
+    def __init__(self, model: ReportGenerator, images: Visual, expand: int, max_new_tokens: int,
+                 use_cache: bool, static: str = "none") -> None:
         self.model = model
         self.cache: KVCache | None = None
-        b = images.shape[0]
-        bos = torch.full((b, 1), model.config.bos_id, dtype=torch.long, device=images.device)  # (B, 1)
-        if use_cache:
+        self.static: StaticStepper | None = None
+        b, device = batch_size_and_device(images)
+        bos = torch.full((b, 1), model.config.bos_id, dtype=torch.long, device=device)  # (B, 1)
+        if use_cache and static != "none":
+            logits, cache = model.prefill(images, bos, max_len=model.n_vision_block + 1)
+            pool = model.__dict__.setdefault("_static_steppers", StepperPool())
+            self.static = pool.get(model.decoder, b * expand, model.n_vision_block + max_new_tokens,
+                                   device, cache.k[0].dtype, static == "compile")
+            self.static.cache.load(cache, torch.arange(b, device=device).repeat_interleave(expand)
+                                   if expand > 1 else None)
+        elif use_cache:
             logits, self.cache = model.prefill(images, bos, max_len=model.n_vision_block + max_new_tokens)
             if expand > 1:
-                self.cache.select(torch.arange(b, device=images.device).repeat_interleave(expand))
+                self.cache.select(torch.arange(b, device=device).repeat_interleave(expand))
         else:
             visual = model.encode(images)  # tokens and {layer: (B, N, dim)}
             logits = model._text_logits(visual, bos)  # (B, 1, V)
@@ -219,6 +252,10 @@ class _TextRows:
 
     def advance(self, tokens: Tensor, parents: Tensor | None) -> Tensor:
         """tokens (R,), parents (R,) | None -> logits (R, V) for the next position."""
+        if self.static is not None:
+            if parents is not None:
+                self.static.cache.select(parents)
+            return self.static(tokens[:, None])
         if self.cache is not None:
             if parents is not None:
                 self.cache.select(parents)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
+from uvlm.data.prefetch import Prefetched
 from uvlm.data.volumes import VolumeDataset, balanced_batches, collate, random_batches
 from uvlm.models.cls_head import ClsHeadConfig, QueryClassificationHead, Stage2Classifier
 from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder, save_encoder
@@ -38,19 +39,37 @@ class Stage2Config(OptimConfig):
     pos_weight: bool = True  # BCE pos_weight neg/pos per class; False = 1 for every class (the authors)
 
 
+@dataclass
+class AugmentDraw:
+    """The random numbers of one micro-batch's augmentation, drawn on the CPU generator."""
+    flip: torch.Tensor   # (B,) bool: mirror the last (left-right) axis
+    shifts: list[int]    # voxels to roll the (D, H, W) axes by, the same for the whole batch
+    scale: torch.Tensor  # (B, 1, 1, 1, 1) float32 intensity factors in [0.9, 1.1]
+
+
+def draw_augment(b: int, gen: torch.Generator) -> AugmentDraw:
+    """Draw in the main process on a CPU generator, in a fixed order, so the numbers (and the resume state)
+    do not depend on where the batch was loaded or on which device it is augmented."""
+    flip = torch.rand(b, generator=gen) < 0.5
+    shifts = torch.randint(-2, 3, (3,), generator=gen).tolist()
+    scale = 1 + 0.1 * (2 * torch.rand(b, 1, 1, 1, 1, generator=gen) - 1)
+    return AugmentDraw(flip, shifts, scale)
+
+
+def apply_augment(images: torch.Tensor, d: AugmentDraw) -> torch.Tensor:
+    """Apply a draw on the images' own device (a GPU does it in microseconds, not in the loader)."""
+    images = torch.stack([x.flip(-1) if f else x for x, f in zip(images, d.flip.tolist(), strict=True)])
+    images = torch.roll(images, shifts=d.shifts, dims=(2, 3, 4))
+    return images * d.scale.to(images.device)
+
+
 def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Label-preserving augmentation for whole-volume classification (B, 1, D, H, W).
 
     Left-right flips (none of CT-RATE's 18 or AbdomenAtlas's 3 labels is lateralised), shifts of up to 2 voxels per axis and
     +-10% intensity scaling. Not used for report generation, where 'left'/'right' are in the text.
     """
-    b = images.shape[0]
-    flip = torch.rand(b, generator=gen) < 0.5
-    images = torch.where(flip[:, None, None, None, None], images.flip(-1), images)
-    shifts = torch.randint(-2, 3, (3,), generator=gen).tolist()
-    images = torch.roll(images, shifts=shifts, dims=(2, 3, 4))
-    scale = 1 + 0.1 * (2 * torch.rand(b, 1, 1, 1, 1, generator=gen) - 1)
-    return images * scale
+    return apply_augment(images, draw_augment(images.shape[0], gen))
 
 
 def pos_weight(labels: np.ndarray) -> torch.Tensor:
@@ -85,10 +104,13 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, names: list[str]) -> di
 
 def train_stage2(train: VolumeDataset, holdout: VolumeDataset, scored: VolumeDataset | None,
                  init_dir: str | Path | None, enc_cfg: EncoderConfig, cfg: Stage2Config, out_dir: str | Path,
-                 device_name: str, threads: int, seed: int) -> dict:
+                 device_name: str, threads: int, seed: int, loader_workers: int = 0) -> dict:
     """Train encoder + head on `train`, keep the weights with the best (smoothed) AUC on `holdout` (patients
     held out of the training split), then score those weights on `scored` (the evaluation split, Table 4;
-    it never influences the weights). Writes model.safetensors (encoder.* and head.*) and metrics.json."""
+    it never influences the weights). Writes model.safetensors (encoder.* and head.*) and metrics.json.
+
+    loader_workers: processes that read the training batches ahead (uvlm.data.prefetch; 0 = in this process);
+    the weights do not depend on it."""
     rt = setup_runtime(device_name, threads, seed)
     encoder = load_encoder(init_dir, expected=enc_cfg)[0] if init_dir else build_encoder(enc_cfg)
     names = train.label_names
@@ -102,11 +124,14 @@ def train_stage2(train: VolumeDataset, holdout: VolumeDataset, scored: VolumeDat
     else:
         batches = random_batches(len(train), cfg.batch_size, seed, rt.rank, rt.world)
     gen = torch.Generator().manual_seed(seed + rt.rank)
+    loader = Prefetched(train, batches, loader_workers, pin_memory=rt.device.type == "cuda")
 
     def micro_loss(module: torch.nn.Module, idx: list[int]) -> torch.Tensor:
-        batch = collate([train[i] for i in idx])
-        images = augment(batch["image"], gen) if cfg.augment else batch["image"]
-        return criterion(module(images.to(rt.device)).float(), batch["labels"].to(rt.device))
+        batch = loader.get(idx)
+        images = batch["image"].to(rt.device, non_blocking=True)  # (B, 1, D, H, W)
+        if cfg.augment:  # numbers drawn here on the CPU generator, applied on the device
+            images = apply_augment(images, draw_augment(len(idx), gen))
+        return criterion(module(images).float(), batch["labels"].to(rt.device))
 
     def evaluate() -> float:
         return classification_metrics(holdout.labels, predict(model, holdout, rt.device), names)["macro_auc"]
@@ -114,8 +139,9 @@ def train_stage2(train: VolumeDataset, holdout: VolumeDataset, scored: VolumeDat
     ck = Checkpointing(Path(str(out_dir) + ".work"), cfg.checkpoint_every,
                        fingerprint(asdict(cfg), asdict(enc_cfg), str(init_dir or ""), seed, len(train),
                                    len(holdout), rt.world))
-    result = fit(model, wrap_ddp(model, rt), optimizer, cfg, rt, batches, micro_loss, "stage 2", ck, [gen],
-                 evaluate if len(holdout) else None, cfg.eval_every, cfg.auc_ema)
+    with loader:
+        result = fit(model, wrap_ddp(model, rt), optimizer, cfg, rt, loader, micro_loss, "stage 2", ck, [gen],
+                     evaluate if len(holdout) else None, cfg.eval_every, cfg.auc_ema)
     if result.best:  # hand over the weights with the best smoothed hold-out AUC
         model.load_state_dict(result.best["state"])
     metrics = {"holdout": classification_metrics(holdout.labels, predict(model, holdout, rt.device), names)

@@ -18,7 +18,7 @@ from uvlm.data.roots import (
     manifest_path,
     training_manifest_path,
 )
-from uvlm.experiments import Plan, experiments, stage2_init_dir
+from uvlm.experiments import Plan, encoder_init_dir, experiments, features_dir, stage2_init_dir
 from uvlm.labels.label_map import load_label_map
 from uvlm.labels.radgpt import LESION_ORGANS
 from uvlm.io import write_json
@@ -225,6 +225,24 @@ def stage2_init(wildcards):
 def stage3_init(wildcards):
     """Where an experiment's encoder comes from: Stage 2, Stage 1, or nowhere (random init)."""
     d = EXPERIMENTS[wildcards.experiment].init_dir(wildcards.dataset)
+    return [d] if d else []
+
+
+def frozen_features(split):
+    """The stored features (uvlm.train.feature_cache) a frozen experiment's Stage 3 (split train) or generation
+    (split valid) reads instead of running its encoder; none when the encoder is fine-tuned or
+    stage3.feature_cache_gb is 0. One folder per encoder and visual tokens, shared by the experiments."""
+
+    def inputs(wildcards):
+        d = EXPERIMENTS[wildcards.experiment].features_dir(wildcards.dataset, split)
+        return [d] if d and VIEWS[wildcards.dataset]["stage3"]["feature_cache_gb"] > 0 else []
+
+    return inputs
+
+
+def features_init(wildcards):
+    """The model folder whose encoder makes a features folder (none: the random encoder of the seed)."""
+    d = encoder_init_dir(wildcards.dataset, wildcards.encoder)
     return [d] if d else []
 
 

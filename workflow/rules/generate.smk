@@ -3,11 +3,13 @@ rule generate:
         manifest=training_manifest,
         preprocessed=preprocessed_shards,
         model="results/models/stage3/{dataset}/{experiment}",
+        features=frozen_features("valid"),
     output:
         "results/reports/{dataset}/{experiment}.parquet",
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("generate"),
+        features_arg=lambda w, input: f"--features {input.features}" if input.features else "",
     log:
         "results/logs/generate/{dataset}/{experiment}.log",
     benchmark:
@@ -21,7 +23,7 @@ rule generate:
         "../../envs/train.yaml"
     shell:
         "uvlm --config {params.config} --dataset {wildcards.dataset} generate --manifest {input.manifest} --preprocessed {input.preprocessed} "
-        "--model {input.model} --out {output} > {log} 2>&1"
+        "--model {input.model} {params.features_arg} --out {output} > {log} 2>&1"
 
 
 rule seg_detect:

@@ -127,18 +127,51 @@ rule stage2:
         "{params.init_arg} --out {output} > {log} 2>&1"
 
 
+rule stage3_features:
+    input:
+        manifest=training_manifest,
+        preprocessed=preprocessed_shards,
+        init=features_init,
+    output:
+        directory(features_dir("{dataset}", "{encoder}", "{tokens}", "{split}")),
+    wildcard_constraints:
+        split="train|valid",
+        tokens=r"\d+",
+    params:
+        config=EFFECTIVE_CONFIG,
+        reads=step_reads("stage3-features"),
+        init_arg=lambda w, input: f"--init {input.init}" if input.init else "",
+    log:
+        "results/logs/stage3_features/{dataset}/{encoder}-vt{tokens}_{split}.log",
+    benchmark:
+        "results/benchmarks/stage3_features/{dataset}/{encoder}-vt{tokens}_{split}.tsv"
+    priority: 2
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=720,
+        gpu=min(config["gpus"]["stage3"], 1),
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "uvlm --config {params.config} --dataset {wildcards.dataset} stage3-features --manifest {input.manifest} --preprocessed {input.preprocessed} "
+        "{params.init_arg} --visual-tokens {wildcards.tokens} --split {wildcards.split} --out {output} > {log} 2>&1"
+
+
 rule stage3:
     input:
         manifest=training_manifest,
         preprocessed=preprocessed_shards,
         tokenizer="results/models/tokenizer/{dataset}/tokenizer.json",
         init=stage3_init,
+        features=frozen_features("train"),
     output:
         directory("results/models/stage3/{dataset}/{experiment}"),
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("stage3"),
         init_arg=lambda w, input: f"--init {input.init}" if input.init else "",
+        features_arg=lambda w, input: f"--features {input.features}" if input.features else "",
         launch=launcher("stage3"),
     log:
         "results/logs/stage3/{dataset}/{experiment}.log",
@@ -153,5 +186,5 @@ rule stage3:
         "../../envs/train.yaml"
     shell:
         "{params.launch}uvlm --config {params.config} --dataset {wildcards.dataset} stage3 --manifest {input.manifest} --preprocessed {input.preprocessed} "
-        "--tokenizer {input.tokenizer} {params.init_arg} --experiment {wildcards.experiment} "
+        "--tokenizer {input.tokenizer} {params.init_arg} {params.features_arg} --experiment {wildcards.experiment} "
         "--out {output} > {log} 2>&1"
