@@ -14,10 +14,12 @@ rule pseudolabel_shard:
     benchmark:
         "results/benchmarks/pseudolabel_shard/{labeler}/shard_{shard}.tsv"
     priority: 3
-    threads: 1
+    # Model labelers spend most of a GPU job on the CPU (resampling, export): they get the training jobs' threads.
+    # A 192-volume shard takes 1.5-2.5 h on an H200, up to ~10 h with slow CPUs (benchmarks/results/pseudolabel_plan.md).
+    threads: lambda wc: config["threads"] if labeler_gpus(wc.labeler) else 1
     resources:
         mem_mb=lambda wc: 16000 if labeler_gpus(wc.labeler) else 4000,
-        runtime=lambda wc: 240 if labeler_gpus(wc.labeler) else 120,
+        runtime=lambda wc: 720 if labeler_gpus(wc.labeler) else 120,
         gpu=lambda wc: labeler_gpus(wc.labeler),
     conda:
         "../../envs/pseudolabel.yaml"
