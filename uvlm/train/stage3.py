@@ -128,7 +128,9 @@ def train_stage3(train: VolumeDataset, holdout: VolumeDataset, tokenizer_path: s
     else:
         batches = random_batches(len(train), cfg.batch_size, seed, rt.rank, rt.world)
     ck_dir = Path(str(out_dir) + ".work")
-    store = frozen_features(model, exp, cfg, features, [train, holdout], ck_dir / "features", rt.device)
+    # without a shared folder each DDP rank encodes into its own (no two processes write one folder)
+    store = frozen_features(model, exp, cfg, features, [train, holdout], ck_dir / f"features_rank{rt.rank}",
+                            rt.device)
     cache = store.view(train.names) if store else None
     held_cache = store.view(holdout.names) if store else None
 
