@@ -60,9 +60,11 @@ def test_features_of_another_encoder_or_other_tokens_are_refused(tmp_path: Path)
 def test_over_budget_features_leave_only_their_size(tmp_path: Path) -> None:
     data = dataset(tmp_path / "d", 3)
     meta = fc.write_features(build_encoder(ENC), [data], -1, tmp_path / "f", torch.device("cpu"), 2, max_gb=1e-9)
-    assert meta["too_large"] and meta["gb"] > 1e-9
+    assert not meta["stored"] and meta["gb"] > 1e-9 and "feature_cache_gb" in meta["reason"]
     assert [p.name for p in (tmp_path / "f").iterdir()] == ["features.json"]
     assert not fc.FeatureStore(tmp_path / "f").usable
+    meta = fc.write_features(build_encoder(ENC), [data], -1, tmp_path / "g", torch.device("cpu"), 2, max_gb=0.0)
+    assert not meta["stored"] and meta["reason"] == "stage3.feature_cache_gb is 0" and "gb" not in meta
 
 
 def test_a_failure_while_encoding_leaves_no_features_folder(tmp_path: Path) -> None:

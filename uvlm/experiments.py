@@ -40,9 +40,10 @@ def encoder_init_dir(dataset: str, encoder: str) -> str | None:
     return f"{MODELS}/{stage}/{dataset}/{name}"
 
 
-def features_dir(dataset: str, encoder: str, visual_tokens: int | str, split: str) -> str:
-    """One split's features (train: what Stage 3 fits and selects on; valid: what generation reads)."""
-    return f"{FEATURES}/{dataset}/{encoder}-vt{visual_tokens}/{split}"
+def features_dir(dataset: str, encoder: str, depth: int | str, split: str) -> str:
+    """One split's features (train: what Stage 3 fits and selects on; valid: what generation reads) of an encoder
+    whose `depth`-th deepest stage makes the visual tokens (1: the deepest; a grid change keeps the folder)."""
+    return f"{FEATURES}/{dataset}/{encoder}-ref{depth}/{split}"
 
 
 def stage1_seg(init: str) -> str | None:
@@ -145,7 +146,7 @@ class Experiment:
     def features_dir(self, dataset: str, split: str) -> str | None:
         """The stored features a frozen encoder's Stage 3 (split train) and generation (valid) read, shared by
         every frozen experiment with the same encoder and visual tokens; None when the encoder is fine-tuned."""
-        return features_dir(dataset, self.encoder_name, self.visual_tokens, split) if self.frozen else None
+        return features_dir(dataset, self.encoder_name, -self.reference_stage, split) if self.frozen else None
 
     def model_dirs(self, dataset: str) -> list[str]:
         """Every trained model folder behind this experiment's reports on `dataset`."""

@@ -58,7 +58,8 @@ COMMANDS: dict[str, tuple[str, list[tuple[str, dict]]]] = {
     "tokenizer": ("train the BPE tokenizer on training reports", [("--manifest", REQ), ("--out", REQ)]),
     "stage3-features": ("a frozen encoder's features of one split, stored once for Stage 3 and generation",
                         [("--manifest", REQ), ("--preprocessed", MANY), ("--init", {"default": ""}),
-                         ("--visual-tokens", {"type": int, **REQ}), ("--split", REQ), ("--out", REQ)]),
+                         ("--depth", {"type": int, **REQ, "help": "the visual tokens' stage: 1 = the deepest"}),
+                         ("--split", REQ), ("--out", REQ)]),
     "stage3": ("report-generation training", [("--manifest", REQ), ("--preprocessed", MANY), ("--tokenizer", REQ),
                                               ("--init", {"default": ""}), ("--experiment", REQ),
                                               ("--features", {"default": "", "help": "stage3-features folder "

@@ -45,7 +45,6 @@ def cmd_stage3_features(a: argparse.Namespace, cfg: dict) -> None:
     """One split's stored features of a frozen encoder (uvlm.train.feature_cache): the training split's volumes
     with a report (what Stage 3 fits and selects on) or the scored split's (what generation reads)."""
     from uvlm.data.holdout import split_volumes
-    from uvlm.experiments import reference_stage
     from uvlm.models.encoder import EncoderConfig, build_encoder, load_encoder
     from uvlm.train.feature_cache import write_features
     from uvlm.train.runtime import setup_runtime
@@ -54,10 +53,9 @@ def cmd_stage3_features(a: argparse.Namespace, cfg: dict) -> None:
     rt = setup_runtime(cfg["device"], cfg["threads"], cfg["seed"])  # then the same random encoder as Stage 3's
     encoder = load_encoder(a.init, expected=enc_cfg)[0] if a.init else build_encoder(enc_cfg)
     data = split_volumes(a.manifest, a.preprocessed, a.split, "report" if a.split == "train" else None)
-    ref = reference_stage(cfg["encoder"], cfg["preprocess"]["grid"], a.visual_tokens)
     s3 = cfg["stage3"]
-    meta = write_features(encoder.to(rt.device), [data], ref, a.out, rt.device, s3["batch_size"],
+    meta = write_features(encoder.to(rt.device), [data], -a.depth, a.out, rt.device, s3["batch_size"],
                           s3["feature_cache_gb"], f"{a.split} features", mixed_precision=a.split == "train")
     log.info("%s features of %d volumes: %.2f MB each, %.2f GB in all%s -> %s", a.split, meta["volumes"],
              meta.get("bytes_per_volume", 0) / 1e6, meta.get("gb", 0.0),
-             " (too large: not stored)" if meta["too_large"] else "", a.out)
+             "" if meta["stored"] else f" (not stored: {meta['reason']})", a.out)

@@ -8,8 +8,8 @@ At the paper's grid that is 384 x 1,120 values per volume (0.9 MB in bf16, again
 preprocessed volume and about 1 GB for the raw stages). The folder is keyed on the encoder that made it (a
 hash of its weights) and shared by every frozen experiment that starts from that Stage 1/2 model with the
 same visual tokens (workflow rule `stage3_features`); Stage 3 and generation refuse features whose hash
-is not their encoder's. When the features would exceed `stage3.feature_cache_gb`, the folder says so and
-Stage 3 runs the encoder every step as before.
+is not their encoder's. When the features would exceed `stage3.feature_cache_gb` (or it is 0), the folder
+holds only features.json saying so, and Stage 3 and generation run the encoder as before.
 
 Layout: features.json (encoder hash, reference stage, tokens, channels, dtype, size), index.parquet
 (volume_name -> chunk, row) and chunk_NNNNN.safetensors ({"stage<s>": (n, N_ref, C_s)}, in the dtype the
@@ -69,7 +69,7 @@ def write_features(encoder: torch.nn.Module, datasets: list[VolumeDataset], ref_
                    device: torch.device, batch_size: int, max_gb: float, name: str = "features",
                    mixed_precision: bool = True) -> dict:
     """Run the frozen (eval-mode) encoder once over every volume of `datasets`; write the folder; return
-    features.json's content. Over max_gb, only features.json is written, with too_large set.
+    features.json's content. Over max_gb (or max_gb 0), only features.json is written: stored false, and why.
 
     mixed_precision: under training's autocast (bf16 on CUDA), as Stage 3 would compute them; False for
     generation, which runs the encoder in full precision."""
@@ -77,11 +77,11 @@ def write_features(encoder: torch.nn.Module, datasets: list[VolumeDataset], ref_
     was_training = encoder.training
     encoder.eval()
     meta = {"encoder_hash": encoder_hash(encoder), "reference_stage": ref_stage, "volumes": len(names),
-            "too_large": False}
+            "stored": max_gb > 0, "reason": "" if max_gb > 0 else "stage3.feature_cache_gb is 0"}
     with atomic_dir(out_dir) as partial:
         chunk: dict[int, list[torch.Tensor]] = {}
         rows, n_chunk, in_chunk, start, last_log = [], 0, 0, time.monotonic(), time.monotonic()
-        for first in range(0, len(names), batch_size):
+        for first in range(0, len(names) if meta["stored"] else 0, batch_size):
             part = where[first:first + batch_size]
             with autocast(device) if mixed_precision else contextlib.nullcontext():
                 skips = encoder(collate([d[i] for d, i in part])["image"].to(device))
@@ -95,7 +95,7 @@ def write_features(encoder: torch.nn.Module, datasets: list[VolumeDataset], ref_
                 if meta["gb"] > max_gb:
                     log.info("%s: %.1f GB of features (> stage3.feature_cache_gb %.1f); Stage 3 runs the encoder "
                              "every step instead", name, meta["gb"], max_gb)
-                    meta["too_large"] = True
+                    meta.update(stored=False, reason=f"{meta['gb']:.1f} GB > stage3.feature_cache_gb {max_gb:g}")
                     break
             for s, t in aligned.items():
                 chunk.setdefault(s, []).append(t.cpu())
@@ -112,7 +112,7 @@ def write_features(encoder: torch.nn.Module, datasets: list[VolumeDataset], ref_
                 log.info("%s: encoded %d/%d volumes, %.1f volumes/s, ETA %.0f s", name, done, len(names), rate,
                          (len(names) - done) / max(rate, 1e-9))
                 last_log = time.monotonic()
-        if not meta["too_large"]:
+        if meta["stored"]:
             pd.DataFrame(rows, columns=["volume_name", "chunk", "row"]).to_parquet(partial / INDEX, index=False)
         write_json(meta, partial / META)
     encoder.train(was_training)
@@ -127,7 +127,7 @@ class FeatureStore:
         if not (self.folder / META).is_file():
             raise FileNotFoundError(f"{self.folder}: not a features folder (no {META}); rerun stage3_features")
         self.meta = json.loads((self.folder / META).read_text())
-        self.usable = not self.meta["too_large"]
+        self.usable = bool(self.meta["stored"])
         index = pd.read_parquet(self.folder / INDEX) if self.usable else pd.DataFrame(columns=["volume_name"])
         self.where = {n: (int(c), int(r)) for n, c, r in index.itertuples(index=False)} if self.usable else {}
         self._files: dict[int, object] = {}
@@ -135,8 +135,9 @@ class FeatureStore:
     def check(self, encoder: torch.nn.Module, ref_stage: int) -> None:
         """Refuse features made by another encoder or for other visual tokens (a stale or mismatched folder)."""
         got = encoder_hash(encoder)
-        ref_stage %= len(self.meta.get("channels", [])) or 1 << 30  # stages counted from the shallowest
-        if got != self.meta["encoder_hash"] or ref_stage != self.meta["reference_stage"]:
+        if self.usable:  # stages counted from the shallowest, as stored
+            ref_stage %= len(self.meta["channels"])
+        if got != self.meta["encoder_hash"] or (self.usable and ref_stage != self.meta["reference_stage"]):
             raise ValueError(f"{self.folder}: features of encoder {self.meta['encoder_hash']} (reference stage "
                              f"{self.meta['reference_stage']}), but this model's encoder is {got} (reference stage "
                              f"{ref_stage}); rebuild them (snakemake reruns stage3_features)")

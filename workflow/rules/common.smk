@@ -230,12 +230,12 @@ def stage3_init(wildcards):
 
 def frozen_features(split):
     """The stored features (uvlm.train.feature_cache) a frozen experiment's Stage 3 (split train) or generation
-    (split valid) reads instead of running its encoder; none when the encoder is fine-tuned or
-    stage3.feature_cache_gb is 0. One folder per encoder and visual tokens, shared by the experiments."""
+    (split valid) reads instead of running its encoder; none when the encoder is fine-tuned. One folder per
+    encoder and visual-token stage, shared by the experiments (it says so when it stores nothing)."""
 
     def inputs(wildcards):
         d = EXPERIMENTS[wildcards.experiment].features_dir(wildcards.dataset, split)
-        return [d] if d and VIEWS[wildcards.dataset]["stage3"]["feature_cache_gb"] > 0 else []
+        return [d] if d else []
 
     return inputs
 

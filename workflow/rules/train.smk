@@ -133,18 +133,18 @@ rule stage3_features:
         preprocessed=preprocessed_shards,
         init=features_init,
     output:
-        directory(features_dir("{dataset}", "{encoder}", "{tokens}", "{split}")),
+        directory(features_dir("{dataset}", "{encoder}", "{depth}", "{split}")),
     wildcard_constraints:
         split="train|valid",
-        tokens=r"\d+",
+        depth=r"\d+",
     params:
         config=EFFECTIVE_CONFIG,
         reads=step_reads("stage3-features"),
         init_arg=lambda w, input: f"--init {input.init}" if input.init else "",
     log:
-        "results/logs/stage3_features/{dataset}/{encoder}-vt{tokens}_{split}.log",
+        "results/logs/stage3_features/{dataset}/{encoder}-ref{depth}_{split}.log",
     benchmark:
-        "results/benchmarks/stage3_features/{dataset}/{encoder}-vt{tokens}_{split}.tsv"
+        "results/benchmarks/stage3_features/{dataset}/{encoder}-ref{depth}_{split}.tsv"
     priority: 2
     threads: config["threads"]
     resources:
@@ -155,7 +155,7 @@ rule stage3_features:
         "../../envs/train.yaml"
     shell:
         "uvlm --config {params.config} --dataset {wildcards.dataset} stage3-features --manifest {input.manifest} --preprocessed {input.preprocessed} "
-        "{params.init_arg} --visual-tokens {wildcards.tokens} --split {wildcards.split} --out {output} > {log} 2>&1"
+        "{params.init_arg} --depth {wildcards.depth} --split {wildcards.split} --out {output} > {log} 2>&1"
 
 
 rule stage3:
