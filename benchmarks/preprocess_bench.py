@@ -30,10 +30,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from ct_phantom import SHAPE, SPACING  # 512 x 512 x 300 at 1.0 x 0.7 x 0.7 mm
 
 REPO = Path(__file__).resolve().parent.parent
-SHAPE = (300, 512, 512)  # (z, y, x)
-SPACING = (1.0, 0.7, 0.7)
 GRID = (192, 256, 256)
 HU_WINDOW = (-1000.0, 1000.0)
 PADDING, INTERCEPT = -2000, -1024.0  # stored raw values (HU + 1024); -2000 outside the scanner's circle
@@ -44,19 +43,9 @@ def make_volume(path: Path) -> None:
     """A demo phantom upsampled to the CT-RATE grid with fresh noise, stored raw (HU + 1024, int16) with
     -2000 padding outside the circular field of view (compressed NIfTI)."""
     import SimpleITK as sitk
+    from ct_phantom import ct_rate_sized_hu
 
-    from uvlm.demo.phantom import PatientAnatomy, PhantomConfig, make_reconstructions
-
-    rng = np.random.default_rng(0)
-    fov = np.asarray(SHAPE) * np.asarray(SPACING)
-    cfg = PhantomConfig(shape=(75, 128, 128), spacing_mm=tuple(fov / np.array([75, 128, 128])))
-    ph = make_reconstructions(rng, cfg, {"Lung nodule", "Emphysema"}, PatientAnatomy.sample(rng))[0]
-    small = sitk.GetImageFromArray(ph.hu.astype(np.float32))
-    small.SetSpacing(tuple(reversed(ph.spacing_mm)))
-    ref = sitk.Image(SHAPE[2], SHAPE[1], SHAPE[0], sitk.sitkFloat32)
-    ref.SetSpacing(tuple(reversed(SPACING)))
-    arr = sitk.GetArrayFromImage(sitk.Resample(small, ref, sitk.Transform(), sitk.sitkLinear, -1000.0))
-    arr += rng.normal(0, 15, SHAPE).astype(np.float32)
+    arr, ref = ct_rate_sized_hu(-1000.0)
     raw = np.clip(arr, -1024, 3071) - INTERCEPT
     _, yy, xx = np.ogrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
     raw = np.where((yy - 255.5) ** 2 + (xx - 255.5) ** 2 < 256**2, raw, PADDING)

@@ -33,10 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from ct_phantom import SHAPE, SPACING  # 512 x 512 x 300 at 1.0 x 0.7 x 0.7 mm
 
 REPO = Path(__file__).resolve().parent.parent
-SHAPE = (300, 512, 512)  # (z, y, x)
-SPACING = (1.0, 0.7, 0.7)
 TS_SPACING = (1.5, 1.5, 1.5)  # TotalSegmentator task total (not fast) resamples to this before its 5 models
 TS_STEP, NN_STEP = 0.8, 0.5   # tile steps: TotalSegmentator's for task total; NnunetLabeler's (nnU-Net's default)
 NN_FOLDER = "Dataset901_Airway/nnUNetTrainer__nnUNetPlans__3d_fullres"
@@ -46,18 +45,9 @@ MODEL_PHASES = ("models", "forward_totalseg", "forward_nnunet", "totalseg_rest",
 
 def make_volume(path: Path) -> None:
     """A demo phantom upsampled to the CT-RATE grid, with fresh noise (int16 HU, compressed NIfTI)."""
-    from uvlm.demo.phantom import PatientAnatomy, PhantomConfig, make_reconstructions
+    from ct_phantom import ct_rate_sized_hu
 
-    rng = np.random.default_rng(0)
-    fov = np.asarray(SHAPE) * np.asarray(SPACING)
-    cfg = PhantomConfig(shape=(75, 128, 128), spacing_mm=tuple(fov / np.array([75, 128, 128])))
-    ph = make_reconstructions(rng, cfg, {"Lung nodule", "Emphysema"}, PatientAnatomy.sample(rng))[0]
-    small = sitk.GetImageFromArray(ph.hu.astype(np.float32))
-    small.SetSpacing(tuple(reversed(ph.spacing_mm)))
-    ref = sitk.Image(SHAPE[2], SHAPE[1], SHAPE[0], sitk.sitkFloat32)
-    ref.SetSpacing(tuple(reversed(SPACING)))
-    big = sitk.Resample(small, ref, sitk.Transform(), sitk.sitkLinear, -1024.0)
-    arr = sitk.GetArrayFromImage(big) + rng.normal(0, 15, SHAPE).astype(np.float32)
+    arr, ref = ct_rate_sized_hu(-1024.0)
     out = sitk.GetImageFromArray(np.clip(arr, -1024, 3071).astype(np.int16))
     out.CopyInformation(ref)
     sitk.WriteImage(out, str(path), useCompression=True)
