@@ -123,8 +123,8 @@ class VisualInjector(nn.Module):
         self.config = config
         self.mapping = config.resolve(n_lm_layers)  # {stage: layer}; {} without injection
         self.ref_stage = config.ref_index()
-        used = sorted(set(self.mapping) | {self.ref_stage})
-        self.proj = nn.ModuleDict({str(s): StageProjection(config.stage_channels[s], config.lm_dim) for s in used})
+        self.proj = nn.ModuleDict({str(s): StageProjection(config.stage_channels[s], config.lm_dim)
+                                   for s in self.used_stages})
 
     @property
     def layers(self) -> list[int]:

@@ -81,11 +81,6 @@ class VisualSide(nn.Module):
             self.encoder.eval()
         return self
 
-    @property
-    def used_stages(self) -> list[int]:
-        """Encoder stages the injector reads (the reference stage and the injected ones)."""
-        return self.injector.used_stages
-
     def encode(self, images: Visual | None, aligned: dict[int, Tensor] | None = None) -> VisualFeatures:
         """images: (B, 1, D, H, W) -> visual tokens (B, N, dim) and {decoder layer: (B, N, dim)} to inject.
 
